@@ -1,0 +1,32 @@
+"""Files → tensors: the EchoNet-Dynamic data layer and its synthetic stand-in."""
+from .echonet import (
+    DataError,
+    EchoNet,
+    clip_starts,
+    collate_clips,
+    compute_mean_std,
+    oversampling_sampler,
+    read_file_list,
+    read_volume_tracings,
+)
+from .tracings import background_mask, disc_volume, ejection_fraction, trace_mask
+from .video import VideoCache, VideoReadError, probe_video, read_video
+
+__all__ = [
+    "DataError",
+    "EchoNet",
+    "VideoCache",
+    "VideoReadError",
+    "background_mask",
+    "clip_starts",
+    "collate_clips",
+    "compute_mean_std",
+    "disc_volume",
+    "ejection_fraction",
+    "oversampling_sampler",
+    "probe_video",
+    "read_file_list",
+    "read_video",
+    "read_volume_tracings",
+    "trace_mask",
+]

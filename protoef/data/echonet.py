@@ -1,0 +1,392 @@
+"""The EchoNet-Dynamic data set: ``FileList.csv`` + ``VolumeTracings.csv`` + ``Videos/*.avi``.
+
+Clip semantics (SPEC §5). A clip is ``clip_length`` frames taken every ``period`` frames,
+so it spans ``clip_length·period`` frames of the video.
+
+- ``clips="random"``: one clip with a uniformly random start (training);
+- ``clips="deterministic"``: one clip starting at frame 0 (validation; same every epoch);
+- ``clips=N`` (int): up to N non-overlapping clips, starts 0, s, 2s, … and the last one
+  aligned to the end of the video (s = the span); ``clips="all"``: every such clip.
+  The video tensor then has a leading clip dimension, (K, 3, T, H, W);
+- a video shorter than one span is zero-padded at the end (black after normalisation).
+
+Robustness: real files contain quirks. Each is either handled (documented below) or the
+video is skipped with a reason in ``dataset.skipped`` and one warning summarises them;
+``strict=True`` raises instead, naming the file. A bad video never costs a good one.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import functools
+import logging
+import pathlib
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+import torchvision.transforms.functional as TF
+from torch.utils.data import Dataset, WeightedRandomSampler
+
+from .tracings import background_mask, trace_mask
+from .video import VideoCache, VideoReadError, probe_video, read_video
+
+__all__ = [
+    "EchoNet",
+    "DataError",
+    "read_file_list",
+    "read_volume_tracings",
+    "clip_starts",
+    "compute_mean_std",
+    "oversampling_sampler",
+    "collate_clips",
+]
+
+log = logging.getLogger(__name__)
+SPLITS = ("TRAIN", "VAL", "TEST")
+
+
+class DataError(ValueError):
+    """A data-set file that cannot be used; the message names the file and the fix."""
+
+
+def _read_csv(path: pathlib.Path, required: set[str]) -> pd.DataFrame:
+    if not path.is_file():
+        raise DataError(
+            f"{path}: not found. An EchoNet-Dynamic root holds FileList.csv, "
+            "VolumeTracings.csv and Videos/*.avi (see README, 'Data')."
+        )
+    table = pd.read_csv(path, skipinitialspace=True)  # CRLF line endings are handled by pandas
+    table.columns = [str(column).strip() for column in table.columns]
+    missing = required - set(table.columns)
+    if missing:
+        raise DataError(f"{path}: missing column(s) {sorted(missing)}; found {list(table.columns)}")
+    return table
+
+
+def _with_avi(name: str) -> str:
+    name = str(name).strip()
+    return name if name.lower().endswith(".avi") else f"{name}.avi"
+
+
+def read_file_list(root) -> pd.DataFrame:
+    """``FileList.csv`` with a normalised ``filename`` (always ``.avi``), upper-case ``Split``
+    and numeric ``EF`` (NaN where missing or not a number). Extra columns are kept."""
+    table = _read_csv(pathlib.Path(root) / "FileList.csv", {"FileName", "EF", "Split"})
+    table["filename"] = table["FileName"].map(_with_avi)
+    table["Split"] = table["Split"].astype(str).str.strip().str.upper()
+    table["EF"] = pd.to_numeric(table["EF"], errors="coerce")
+    return table
+
+
+def read_volume_tracings(root) -> dict[str, dict[int, np.ndarray]]:
+    """``VolumeTracings.csv`` as {filename.avi: {frame: rows (R, 4) of X1, Y1, X2, Y2}}.
+
+    Row order inside a frame is kept: the first row is the long axis. An absent file gives
+    an empty mapping (masks are then unavailable, which only matters with ``with_masks``).
+    """
+    path = pathlib.Path(root) / "VolumeTracings.csv"
+    if not path.is_file():
+        return {}
+    table = _read_csv(path, {"FileName", "X1", "Y1", "X2", "Y2", "Frame"})
+    table["filename"] = table["FileName"].map(_with_avi)
+    coords = table[["X1", "Y1", "X2", "Y2"]].apply(pd.to_numeric, errors="coerce")
+    frames = pd.to_numeric(table["Frame"], errors="coerce")
+    valid = coords.notna().all(axis=1) & frames.notna()
+    values = coords[valid].to_numpy(np.float64)
+    keys = pd.DataFrame({"filename": table.loc[valid, "filename"].to_numpy(), "frame": frames[valid].astype(int).to_numpy()})
+    tracings: dict[str, dict[int, np.ndarray]] = {}
+    # .indices keeps the file's row order inside each group: the long axis stays first.
+    for (filename, frame), rows in keys.groupby(["filename", "frame"], sort=False).indices.items():
+        tracings.setdefault(filename, {})[int(frame)] = values[rows]
+    return tracings
+
+
+def clip_starts(num_frames: int, span: int, clips, *, generator: torch.Generator | None = None) -> list[int]:
+    """Start frames of the clips of a ``num_frames`` video (see the module docstring)."""
+    last = max(num_frames - span, 0)  # short videos: one clip at 0, padded
+    if clips == "random":
+        return [int(torch.randint(0, last + 1, (1,), generator=generator))]
+    if clips == "deterministic":
+        return [0]
+    if clips == "all" or (isinstance(clips, int) and not isinstance(clips, bool) and clips >= 1):
+        count = max(1, num_frames // span)
+        if clips != "all":
+            count = min(count, clips)
+        # count·span <= num_frames, so the end-aligned last clip cannot overlap the others.
+        return [index * span for index in range(count - 1)] + [last]
+    raise ValueError(f"clips must be 'random', 'deterministic', 'all' or a positive int, got {clips!r}")
+
+
+def _pair(size) -> tuple[int, int]:
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
+@dataclass
+class _Record:
+    filename: str
+    path: pathlib.Path
+    ef: float
+    height: int  # original frame size: the tracings are in these pixel coordinates
+    width: int
+    tracings: dict[int, np.ndarray] = field(default_factory=dict)
+
+
+class EchoNet(Dataset):
+    """One split of an EchoNet-Dynamic-format data set.
+
+    An item is a dict: ``video`` float32 (3, T, H, W) normalised, or (K, 3, T, H, W) for
+    multi-clip modes; ``ef`` (float, percent); ``filename``; ``clip_starts`` (K,) long.
+    With ``with_masks``: ``lv_mask`` (H, W) bool, union of ``ed_mask`` and ``es_mask``
+    (frame-size bools), ``background`` (``feature_size``) float, the soft occurrence-loss
+    background of SPEC §5, and ``ed_frame`` / ``es_frame`` (ED = the larger traced area).
+    ``augment`` rotates video and masks by one random angle in ±``rotation_degrees``.
+
+    Args:
+        root: directory holding FileList.csv, VolumeTracings.csv, Videos/.
+        split: "TRAIN", "VAL", "TEST" (any case), "ALL", or a list of them.
+        mean, std: normalisation on the [0, 1] scale; None computes them on a sample of
+            the TRAIN split (`compute_mean_std`). Give them explicitly to save that pass.
+        feature_size: (H', W') of the backbone output, for ``background``.
+        cache_dir: a `VideoCache` directory, or None to decode the AVI every time.
+        verify: decode each video's first frame at construction, so unreadable files are
+            skipped up front instead of failing inside a DataLoader worker.
+        strict: raise on the first problem instead of skipping the video.
+    """
+
+    def __init__(
+        self,
+        root,
+        split="TRAIN",
+        *,
+        clip_length: int = 64,
+        period: int = 1,
+        clips="random",
+        resize=112,
+        mean: float | None = None,
+        std: float | None = None,
+        with_masks: bool = False,
+        feature_size=(14, 14),
+        augment: bool = False,
+        rotation_degrees: float = 10.0,
+        cache_dir=None,
+        verify: bool = True,
+        strict: bool = False,
+        num_threads: int = 8,
+    ):
+        self.root = pathlib.Path(root)
+        self.clip_length, self.period, self.clips = int(clip_length), int(period), clips
+        clip_starts(self.clip_length * self.period, self.clip_length * self.period, clips)  # validates
+        self.size = _pair(resize)
+        self.with_masks, self.feature_size = with_masks, _pair(feature_size)
+        self.augment, self.rotation_degrees = augment, float(rotation_degrees)
+        self.cache = VideoCache(cache_dir) if cache_dir is not None else None
+        self.strict = strict
+        self.skipped: list[tuple[str, str]] = []
+
+        splits = [split] if isinstance(split, str) else list(split)
+        splits = [s.upper() for s in splits]
+        if "ALL" in splits:
+            splits = list(SPLITS)
+        unknown = set(splits) - set(SPLITS)
+        if unknown:
+            raise ValueError(f"unknown split(s) {sorted(unknown)}; use TRAIN, VAL, TEST or ALL")
+
+        table = read_file_list(self.root)
+        table = table[table["Split"].isin(splits)]
+        tracings = read_volume_tracings(self.root) if with_masks else {}
+        if with_masks and not (self.root / "VolumeTracings.csv").is_file():
+            raise DataError(f"{self.root / 'VolumeTracings.csv'}: not found, but with_masks=True needs it")
+
+        candidates = []
+        seen: set[str] = set()
+        for filename, ef in zip(table["filename"], table["EF"]):
+            if filename in seen:
+                self._skip(filename, "listed more than once in FileList.csv (first row kept)")
+            elif not np.isfinite(ef):
+                self._skip(filename, "EF missing or not a number in FileList.csv")
+            elif with_masks and not self._usable_tracings(filename, tracings.get(filename, {})):
+                pass  # _usable_tracings recorded the reason
+            else:
+                candidates.append((filename, float(ef)))
+            seen.add(filename)
+
+        def inspect(item):
+            filename, ef = item
+            path = self.root / "Videos" / filename
+            try:
+                info = probe_video(path) if verify else None
+            except VideoReadError as error:
+                return None, (filename, f"unreadable video: {error}")
+            if info is None and not path.is_file():
+                return None, (filename, f"video file missing: {path}")
+            height, width = (info.height, info.width) if info else self.size
+            return _Record(filename, path, ef, height, width, tracings.get(filename, {})), None
+
+        with concurrent.futures.ThreadPoolExecutor(max(1, num_threads)) as pool:
+            results = list(pool.map(inspect, candidates))  # OpenCV releases the GIL
+        self.records: list[_Record] = []
+        for record, problem in results:
+            if problem:
+                self._skip(*problem)
+            else:
+                self.records.append(record)
+        if self.skipped:
+            reasons = "; ".join(f"{name}: {why}" for name, why in self.skipped[:5])
+            more = f" (+{len(self.skipped) - 5} more)" if len(self.skipped) > 5 else ""
+            warnings.warn(
+                f"EchoNet({self.root}, {'/'.join(splits)}): skipped {len(self.skipped)} video(s), "
+                f"kept {len(self.records)}. {reasons}{more}. See dataset.skipped.",
+                stacklevel=2,
+            )
+
+        if mean is None or std is None:
+            mean, std = compute_mean_std(self.root, resize=self.size)
+        self.mean, self.std = float(mean), float(std)
+
+    # -- construction helpers ---------------------------------------------------------
+    def _skip(self, filename: str, reason: str) -> None:
+        if self.strict:
+            raise DataError(f"{self.root / 'Videos' / filename}: {reason}")
+        self.skipped.append((filename, reason))
+
+    def _usable_tracings(self, filename: str, frames: dict[int, np.ndarray]) -> bool:
+        if not frames:
+            self._skip(filename, "no traced frame in VolumeTracings.csv (with_masks=True needs one)")
+            return False
+        for frame, rows in frames.items():
+            if len(rows) < 2:
+                self._skip(filename, f"traced frame {frame} has {len(rows)} row(s); needs a long axis and chords")
+                return False
+        return True
+
+    # -- public helpers ----------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.records)
+
+    @property
+    def filenames(self) -> list[str]:
+        return [record.filename for record in self.records]
+
+    @property
+    def efs(self) -> np.ndarray:
+        return np.array([record.ef for record in self.records], dtype=np.float64)
+
+    def frames(self, index: int) -> np.ndarray:
+        """The whole decoded video (F, H, W) uint8 at the output size (cached if enabled)."""
+        record = self.records[index]
+        if self.cache is not None:
+            return self.cache.read(record.path, self.size)
+        return read_video(record.path, self.size)
+
+    def masks(self, index: int) -> dict:
+        """ED/ES LV masks at the output size, from the tracings (ED = larger area).
+
+        A video with a single traced frame uses it as both ED and ES.
+        """
+        record = self.records[index]
+        scale_x, scale_y = self.size[1] / record.width, self.size[0] / record.height
+        traced = {}
+        for frame, rows in record.tracings.items():
+            x1, y1, x2, y2 = (rows[:, column] for column in range(4))
+            traced[frame] = trace_mask(x1 * scale_x, y1 * scale_y, x2 * scale_x, y2 * scale_y, *self.size)
+        by_area = sorted(traced, key=lambda frame: traced[frame].sum())
+        ed_frame, es_frame = by_area[-1], by_area[0]
+        return {"ed_frame": ed_frame, "es_frame": es_frame, "ed_mask": traced[ed_frame], "es_mask": traced[es_frame]}
+
+    # -- the item ----------------------------------------------------------------------
+    def __getitem__(self, index: int) -> dict:
+        record = self.records[index]
+        frames = self.frames(index)  # (F, H, W) uint8
+        span = self.clip_length * self.period
+        starts = clip_starts(len(frames), span, self.clips)
+        if len(frames) < span:  # zero-pad at the end: black, whatever the normalisation
+            padding = np.zeros((span - len(frames), *frames.shape[1:]), dtype=np.uint8)
+            frames = np.concatenate([frames, padding])
+        offsets = np.arange(self.clip_length) * self.period
+        clips = np.stack([frames[start + offsets] for start in starts])  # (K, T, H, W) uint8
+        video = torch.from_numpy(clips).float().div_(255.0)
+
+        item = {"filename": record.filename, "ef": record.ef, "clip_starts": torch.tensor(starts)}
+        masks = self.masks(index) if self.with_masks else None
+        if self.augment:
+            # One angle for the clip and its masks: they must stay registered.
+            angle = float(torch.empty(()).uniform_(-self.rotation_degrees, self.rotation_degrees))
+            num_clips, length, height, width = video.shape
+            video = TF.rotate(video.reshape(-1, 1, height, width), angle, TF.InterpolationMode.BILINEAR)
+            video = video.reshape(num_clips, length, height, width)  # rotation fills with black (0)
+            if masks is not None:
+                for key in ("ed_mask", "es_mask"):
+                    mask = torch.from_numpy(masks[key])[None].float()
+                    masks[key] = TF.rotate(mask, angle, TF.InterpolationMode.NEAREST)[0].bool().numpy()
+        video = (video - self.mean) / self.std
+        video = video.unsqueeze(1).expand(-1, 3, -1, -1, -1).contiguous()  # (K, 3, T, H, W)
+        item["video"] = video if self._multi_clip else video[0]
+        if masks is not None:
+            lv_mask = masks["ed_mask"] | masks["es_mask"]
+            item.update(
+                lv_mask=torch.from_numpy(lv_mask),
+                ed_mask=torch.from_numpy(masks["ed_mask"]),
+                es_mask=torch.from_numpy(masks["es_mask"]),
+                background=background_mask(lv_mask, self.feature_size),
+                ed_frame=masks["ed_frame"],
+                es_frame=masks["es_frame"],
+            )
+        return item
+
+    @property
+    def _multi_clip(self) -> bool:
+        return self.clips not in ("random", "deterministic")
+
+
+def collate_clips(items: list[dict]) -> dict:
+    """Batch multi-clip items: ``video`` (ΣK, 3, T, H, W) plus ``num_clips`` (N,) to average
+    per-video predictions back; the other fields are batched as the default collate does."""
+    batch = torch.utils.data.default_collate([{k: v for k, v in item.items() if k not in ("video", "clip_starts")} for item in items])
+    batch["video"] = torch.cat([item["video"] for item in items])
+    batch["num_clips"] = torch.tensor([len(item["video"]) for item in items])
+    batch["clip_starts"] = [item["clip_starts"] for item in items]
+    return batch
+
+
+@functools.lru_cache(maxsize=8)
+def _train_mean_std(root: str, size: tuple[int, int], samples: int, seed: int) -> tuple[float, float]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the split's own dataset already reported its skips
+        dataset = EchoNet(root, "TRAIN", resize=size, mean=0.0, std=1.0, clips="deterministic", verify=False)
+    if len(dataset) == 0:
+        raise DataError(f"{root}: no usable TRAIN video to compute the normalisation from; pass mean= and std=")
+    rng = np.random.default_rng(seed)
+    chosen = rng.choice(len(dataset), size=min(samples, len(dataset)), replace=False)
+    total = total_sq = count = 0.0
+    for index in chosen:
+        try:
+            frames = dataset.frames(int(index)).astype(np.float64) / 255.0
+        except VideoReadError as error:
+            log.warning("mean/std: skipping %s", error)
+            continue
+        total += frames.sum()
+        total_sq += np.square(frames).sum()
+        count += frames.size
+    mean = total / count
+    return float(mean), float(np.sqrt(total_sq / count - mean**2))
+
+
+def compute_mean_std(root, *, resize=112, samples: int = 128, seed: int = 0) -> tuple[float, float]:
+    """Pixel mean and std on the [0, 1] scale over every frame of up to ``samples`` TRAIN
+    videos (EchoNet-Dynamic gives ≈ 0.1289 / 0.1911). Cached per process."""
+    return _train_mean_std(str(pathlib.Path(root).resolve()), _pair(resize), samples, seed)
+
+
+def oversampling_sampler(efs, *, threshold: float = 50.0, generator: torch.Generator | None = None) -> WeightedRandomSampler:
+    """A sampler that balances EF < ``threshold`` and EF ≥ ``threshold`` in expectation
+    (inverse-frequency weights, with replacement, one epoch = len(efs) draws; SPEC §4)."""
+    efs = np.asarray(efs, dtype=np.float64)
+    low = efs < threshold
+    counts = np.array([(~low).sum(), low.sum()], dtype=np.float64)
+    if counts.min() == 0:  # one class only: nothing to balance
+        weights = np.ones_like(efs)
+    else:
+        weights = np.where(low, 1.0 / counts[1], 1.0 / counts[0])
+    return WeightedRandomSampler(torch.as_tensor(weights, dtype=torch.double), len(efs), replacement=True, generator=generator)
