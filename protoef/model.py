@@ -1,0 +1,298 @@
+"""ProtoEFNet and its black-box counterpart (SPEC §2).
+
+ProtoEFNet turns an echo clip into an ejection fraction through learned prototypes:
+
+    video (N, 3, T, H, W)
+      -> backbone: torchvision R(2+1)D truncated after layer3   (N, 256, T', H', W')
+      -> feature module F                                        (N, D, T', H', W')
+      -> occurrence module M (sigmoid, one map per prototype)    (N, P, T', H', W')
+      -> pooled features f_k = sum_thw M_k * F                   (N, P, D)
+      -> cosine similarity to the prototypes p_k                 (N, P)
+      -> beta = softmax(theta * s / tau), ef = sum_k beta_k l_k  (N,)
+
+The backbones are torchvision's own building blocks; nothing here re-implements them.
+"""
+from __future__ import annotations
+
+import os
+import socket
+from collections import OrderedDict
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+from torchvision.models.video import R2Plus1D_18_Weights, r2plus1d_18
+from torchvision.models.video.resnet import BasicBlock, Conv2Plus1D, R2Plus1dStem, VideoResNet
+
+BACKBONES = ("r2plus1d_18", "r2plus1d_10")
+BACKBONE_CHANNELS = 256  # channels after layer3, for both backbones
+TRUNCATED_STAGES = ("stem", "layer1", "layer2", "layer3")
+KINETICS400_URL = R2Plus1D_18_Weights.KINETICS400_V1.url  # .../r2plus1d_18-91a641e6.pth
+EF_BIAS = 55.6  # EchoNet-Dynamic's initial bias of the black-box regressor (mean training EF)
+
+# SPEC §4: per-group learning rate and weight decay, used as defaults by parameter_groups().
+DEFAULT_OPTIMISATION = {
+    "backbone": (1e-4, 1e-3),
+    "feature_module": (1e-4, 1e-3),
+    "occurrence_module": (1e-4, 1e-3),
+    "prototypes": (3e-3, 0.0),
+    "head": (1e-4, 0.0),
+}
+
+
+# --------------------------------------------------------------------------- backbones
+
+def video_resnet(name: str = "r2plus1d_18") -> VideoResNet:
+    """A full, randomly initialised torchvision VideoResNet (with layer4 and fc)."""
+    if name == "r2plus1d_18":
+        return r2plus1d_18(weights=None)
+    if name == "r2plus1d_10":
+        # One BasicBlock per stage: same strides and widths as the 18-layer net, ~1/2 the cost.
+        return VideoResNet(block=BasicBlock, conv_makers=[Conv2Plus1D] * 4,
+                           layers=[1, 1, 1, 1], stem=R2Plus1dStem)
+    raise ValueError(f"unknown backbone {name!r}; choose one of {BACKBONES}")
+
+
+def _kinetics400_state_dict(timeout: float = 10.0) -> dict[str, Tensor]:
+    """torchvision's published Kinetics-400 r2plus1d_18 weights, from the hub cache or the web."""
+    file_name = os.path.basename(KINETICS400_URL)
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / file_name
+    if not cached.is_file():
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            _download(KINETICS400_URL, cached, timeout=timeout)
+        except Exception as error:  # offline, proxy, DNS, timeout, bad hash...
+            raise RuntimeError(
+                f"could not download the Kinetics-400 weights of r2plus1d_18 from "
+                f"{KINETICS400_URL} ({type(error).__name__}: {error}). Offline? Fetch that "
+                f"file ({file_name}) on a machine with internet access, then either copy it "
+                f"to {cached} or pass weights='/path/to/{file_name}'."
+            ) from error
+    return _load_state_dict_file(cached)
+
+
+def _download(url: str, destination: Path, *, timeout: float) -> None:
+    """torch.hub's download (hash checked via the file-name prefix) with a socket timeout,
+    so that an offline machine fails in seconds instead of hanging."""
+    hash_prefix = destination.stem.rsplit("-", 1)[-1]
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(timeout)
+    try:
+        torch.hub.download_url_to_file(url, str(destination), hash_prefix=hash_prefix, progress=False)
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def _load_state_dict_file(path: str | os.PathLike) -> dict[str, Tensor]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file {path} does not exist")
+    state = torch.load(path, map_location="cpu", weights_only=True)  # never unpickle code
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise ValueError(f"{path} is not a plain state dict (a dict of tensor names to tensors)")
+    return state
+
+
+def load_torchvision_weights(module: nn.Module, weights: str | os.PathLike, *,
+                             ignore_prefixes: tuple[str, ...] = ()) -> None:
+    """Load torchvision r2plus1d_18 weights into `module` (full or truncated network).
+
+    `weights` is "kinetics400" or the path of a torchvision state dict. Keys starting with
+    one of `ignore_prefixes` (e.g. layer4/fc for a truncated backbone) are dropped; any other
+    missing, unexpected or wrongly shaped key is an error naming the file.
+    """
+    if str(weights) == "kinetics400":
+        source, state = KINETICS400_URL, _kinetics400_state_dict()
+    else:
+        source, state = str(weights), _load_state_dict_file(weights)
+    state = {k: v for k, v in state.items() if not k.startswith(ignore_prefixes)}
+    expected = {k: v for k, v in module.state_dict().items() if not k.startswith(ignore_prefixes)}
+    # BatchNorm's step counters are absent from some older checkpoints and unused in eval/training.
+    missing = sorted(k for k in set(expected) - set(state) if not k.endswith("num_batches_tracked"))
+    unexpected = sorted(set(state) - set(expected))
+    wrong_shape = sorted(k for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
+    if missing or unexpected or wrong_shape:
+        def show(keys: list[str]) -> str:
+            return ", ".join(keys[:5]) + (f", ... ({len(keys)} in all)" if len(keys) > 5 else "")
+        problems = [f"{label}: {show(keys)}" for label, keys in
+                    (("missing keys", missing), ("unexpected keys", unexpected),
+                     ("wrong shapes", wrong_shape)) if keys]
+        raise ValueError(f"weights file {source} does not fit torchvision's r2plus1d_18 layout "
+                         f"(ignoring {', '.join(ignore_prefixes) or 'nothing'}); " + "; ".join(problems))
+    module.load_state_dict(state, strict=False)  # only the ignored prefixes are left out
+
+
+def build_backbone(name: str = "r2plus1d_18", *, weights: str | os.PathLike | None = None) -> nn.Sequential:
+    """torchvision R(2+1)D truncated after layer3: (N, 3, T, H, W) -> (N, 256, T/4, H/8, W/8).
+
+    Module names (stem, layer1..3) match torchvision's, so its state dicts load unchanged.
+    """
+    if weights is not None and name != "r2plus1d_18":
+        raise ValueError(f"pretrained weights exist only for r2plus1d_18, not {name!r}")
+    full = video_resnet(name)
+    backbone = nn.Sequential(OrderedDict((stage, getattr(full, stage)) for stage in TRUNCATED_STAGES))
+    if weights is not None:
+        load_torchvision_weights(backbone, weights, ignore_prefixes=("layer4.", "fc."))
+    return backbone
+
+
+# --------------------------------------------------------------------------- ProtoEFNet
+
+class ProtoEFOutput(NamedTuple):
+    ef: Tensor                      # (N,) predicted EF in percent
+    similarities: Tensor            # (N, P) cosine similarity s_k in [-1, 1]
+    occurrence_maps: Tensor         # (N, P, T', H', W') in (0, 1)
+    weights: Tensor                 # (N, P) beta, rows sum to 1
+    features: Tensor | None = None  # (N, P, D) pooled f_k, only when asked for
+
+
+def cosine_similarity(a: Tensor, b: Tensor, eps: float = 1e-8) -> Tensor:
+    """cos(a, b) over the last dim, broadcasting; each vector's norm is clamped at eps.
+
+    Same definition as torch.nn.functional.cosine_similarity (x / max(|x|, eps) per vector),
+    written out so that its behaviour at a zero vector does not depend on the torch version:
+    value 0 and a finite gradient (no sqrt(0) on the backward path).
+    """
+    a = a * torch.rsqrt((a * a).sum(-1, keepdim=True).clamp_min(eps * eps))
+    b = b * torch.rsqrt((b * b).sum(-1, keepdim=True).clamp_min(eps * eps))
+    return (a * b).sum(-1)
+
+
+def pool_features(occurrence_maps: Tensor, feature_maps: Tensor) -> Tensor:
+    """f_k = sum_{t,h,w} M_k(t,h,w) F(t,h,w) as one contraction (a batched matmul).
+
+    (N, P, T, H, W), (N, D, T, H, W) -> (N, P, D). The broadcast product
+    M[:, :, None] * F[:, None] would hold N*P*D*T*H*W numbers (~128 MB per clip at the
+    paper shape) for nothing.
+    """
+    return torch.einsum("nkthw,ndthw->nkd", occurrence_maps, feature_maps)
+
+
+def _init_conv_head(module: nn.Sequential) -> None:
+    for layer in module:
+        if isinstance(layer, nn.Conv3d):
+            nn.init.kaiming_normal_(layer.weight, mode="fan_out", nonlinearity="relu")
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)
+
+
+class ProtoEFNet(nn.Module):
+    """Prototype-based EF regressor (SPEC §2). See the module docstring for the data flow."""
+
+    def __init__(self, *, num_prototypes: int = 40, prototype_dim: int = 256, tau: float = 0.2,
+                 backbone: str = "r2plus1d_18", weights: str | os.PathLike | None = None,
+                 label_range: tuple[float, float] = (10.0, 90.0)) -> None:
+        super().__init__()
+        # Everything needed to rebuild the architecture: ProtoEFNet(**model.config).
+        self.config = dict(num_prototypes=num_prototypes, prototype_dim=prototype_dim, tau=tau,
+                           backbone=backbone, label_range=tuple(label_range))
+        self.tau = tau
+        self.backbone = build_backbone(backbone, weights=weights)
+        c = BACKBONE_CHANNELS
+        self.feature_module = nn.Sequential(
+            nn.Conv3d(c, 256, kernel_size=1), nn.ReLU(),
+            nn.Conv3d(256, prototype_dim, kernel_size=1),  # no activation: features may be negative
+        )
+        self.occurrence_module = nn.Sequential(
+            nn.Conv3d(c, 256, kernel_size=1), nn.ReLU(),
+            nn.Conv3d(256, 128, kernel_size=1), nn.ReLU(),
+            nn.Conv3d(128, num_prototypes, kernel_size=1, bias=False),
+            nn.Sigmoid(),  # independent maps in (0, 1), no normalisation over space-time
+        )
+        _init_conv_head(self.feature_module)
+        _init_conv_head(self.occurrence_module)
+        self.prototypes = nn.Parameter(torch.rand(num_prototypes, prototype_dim))  # (P, D)
+        self.theta = nn.Parameter(torch.ones(num_prototypes))                      # (P,)
+        # The EF each prototype stands for; the push overwrites it, so it is state, not a parameter.
+        self.register_buffer("prototype_labels", torch.linspace(*label_range, num_prototypes))
+
+    @property
+    def num_prototypes(self) -> int:
+        return self.prototypes.shape[0]
+
+    def encode(self, video: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """video (N, 3, T, H, W) -> pooled features (N, P, D), occurrence maps (N, P, T', H', W'),
+        feature maps (N, D, T', H', W')."""
+        x = self.backbone(video)                       # (N, 256, T', H', W')
+        feature_maps = self.feature_module(x)          # (N, D, T', H', W')
+        occurrence_maps = self.occurrence_module(x)    # (N, P, T', H', W')
+        features = pool_features(occurrence_maps, feature_maps)  # (N, P, D)
+        return features, occurrence_maps, feature_maps
+
+    def occurrence(self, video: Tensor) -> Tensor:
+        """Occurrence maps alone (N, P, T', H', W'), e.g. for the transformation loss."""
+        return self.occurrence_module(self.backbone(video))
+
+    def head(self, similarities: Tensor) -> tuple[Tensor, Tensor]:
+        """Soft attention over prototype labels: (N, P) -> ef (N,), beta (N, P).
+
+        ef is a convex combination of the labels, hence inside [min l, max l].
+        """
+        weights = torch.softmax(self.theta * similarities / self.tau, dim=1)  # (N, P)
+        # A product and a sum, not a matmul: autocast would run a matmul in bf16 (EF +-0.25).
+        ef = (weights * self.prototype_labels).sum(dim=1)                     # (N,)
+        return ef, weights
+
+    def forward(self, video: Tensor, *, return_features: bool = False) -> ProtoEFOutput:
+        features, occurrence_maps, _ = self.encode(video)
+        # Under autocast the einsum yields bf16/fp16; compare with the prototypes at their precision.
+        features = features.to(self.prototypes.dtype)                             # (N, P, D)
+        similarities = cosine_similarity(features, self.prototypes.unsqueeze(0))  # (N, P)
+        ef, weights = self.head(similarities)
+        return ProtoEFOutput(ef, similarities, occurrence_maps, weights,
+                             features if return_features else None)
+
+    @torch.no_grad()
+    def set_prototypes(self, prototypes: Tensor, labels: Tensor | None = None) -> None:
+        """Overwrite prototype vectors (P, D) and, optionally, their EF labels (P,) — the push."""
+        self.prototypes.copy_(prototypes)
+        if labels is not None:
+            self.prototype_labels.copy_(torch.as_tensor(labels))
+
+    def parameter_groups(self) -> list[dict]:
+        """Optimiser parameter groups named backbone, feature_module, occurrence_module,
+        prototypes, head; each carries SPEC §4's lr and weight_decay (override freely)."""
+        params = {
+            "backbone": list(self.backbone.parameters()),
+            "feature_module": list(self.feature_module.parameters()),
+            "occurrence_module": list(self.occurrence_module.parameters()),
+            "prototypes": [self.prototypes],
+            "head": [self.theta],
+        }
+        return [{"name": name, "params": group, "lr": DEFAULT_OPTIMISATION[name][0],
+                 "weight_decay": DEFAULT_OPTIMISATION[name][1]} for name, group in params.items()]
+
+
+# --------------------------------------------------------------------------- black box
+
+class BlackBoxRegressor(nn.Module):
+    """EchoNet-Dynamic's baseline: the full R(2+1)D with a single-output fc (SPEC §2)."""
+
+    def __init__(self, *, backbone: str = "r2plus1d_18", weights: str | os.PathLike | None = None,
+                 ef_bias: float = EF_BIAS) -> None:
+        super().__init__()
+        if weights is not None and backbone != "r2plus1d_18":
+            raise ValueError(f"pretrained weights exist only for r2plus1d_18, not {backbone!r}")
+        self.config = dict(backbone=backbone, ef_bias=ef_bias)  # BlackBoxRegressor(**config)
+        self.network = video_resnet(backbone)
+        if weights is not None:
+            load_torchvision_weights(self.network, weights, ignore_prefixes=("fc.",))
+        self.network.fc = nn.Linear(self.network.fc.in_features, 1)  # 512 -> 1
+        with torch.no_grad():
+            self.network.fc.bias.fill_(ef_bias)  # start at the mean EF, not at 0
+
+    def forward(self, video: Tensor) -> Tensor:
+        return self.network(video).squeeze(1)  # (N,)
+
+
+def num_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+__all__ = [
+    "BACKBONES", "BlackBoxRegressor", "DEFAULT_OPTIMISATION", "KINETICS400_URL", "ProtoEFNet",
+    "ProtoEFOutput", "build_backbone", "cosine_similarity", "load_torchvision_weights",
+    "num_parameters", "pool_features", "video_resnet",
+]
