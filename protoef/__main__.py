@@ -2,6 +2,10 @@
 
     synth OUT_DIR [--videos N] [--seed S]   write a synthetic EchoNet-format data set
     check-data ROOT [--masks]                load every split, report what would be skipped
+    train --profile P [--set K=V ...] --out RUN_DIR [--resume]
+                                             train, push and test; writes a run directory
+    evaluate RUN [--split TEST] [--data DIR] metrics of a trained run on one split
+    predict RUN VIDEO_OR_FOLDER [--out DIR]  EF + top prototypes per video, explanation PNGs
 """
 from __future__ import annotations
 
@@ -31,6 +35,56 @@ def _check_data(args) -> int:
     return 1 if args.fail_on_skip and total_skipped else 0
 
 
+def _train(args) -> int:
+    from protoef.config import resolve
+    from protoef.train import fit
+
+    overrides = list(args.set)
+    if args.data:
+        overrides.append(f"data.root={args.data}")
+    config = resolve(args.profile, overrides)
+    out = args.out or f"runs/{config.profile}-{config.model.kind}-seed{config.seed}"
+    fit(config, out, resume=args.resume)
+    print(f"[train] run directory: {out}")
+    return 0
+
+
+def _evaluate(args) -> int:
+    import json
+
+    from protoef.data import EchoNet
+    from protoef.train import _loader, data_root, evaluate, load_run_model
+
+    model, config = load_run_model(args.run)
+    if args.data:
+        config.data.root = args.data
+    d = config.data
+    clips = d.test_clips if args.split.upper() == "TEST" else "deterministic"
+    dataset = EchoNet(data_root(config), args.split, clip_length=d.clip_length, period=d.period, resize=d.resize,
+                      clips=clips, mean=d.mean, std=d.std)
+    metrics, _ = evaluate(model, _loader(dataset, config, batch_size=1 if clips != "deterministic" else None))
+    print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items()}, indent=2))
+    return 0
+
+
+def _predict(args) -> int:
+    import pathlib
+
+    from protoef.inference import predict_videos, video_paths
+    from protoef.train import load_run_model
+
+    model, config = load_run_model(args.run)
+    run_dir = pathlib.Path(args.run) if pathlib.Path(args.run).is_dir() else pathlib.Path(args.run).parents[1]
+    out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    table = predict_videos(model, config, video_paths(args.videos), explain_dir=None if args.no_figures else out,
+                           prototype_dir=run_dir / "prototypes")
+    table.to_csv(out / "predictions.csv", index=False)
+    print(table.to_string(index=False, max_cols=8))
+    print(f"[predict] {len(table)} video(s) → {out / 'predictions.csv'}")
+    return 1 if "error" in table and table["error"].notna().all() else 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="protoef", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -46,13 +100,42 @@ def main(argv=None) -> int:
     check.add_argument("--masks", action="store_true", help="also require usable LV tracings")
     check.add_argument("--fail-on-skip", action="store_true", help="exit 1 if any video would be skipped")
 
+    train = commands.add_parser("train", help="train, push and test a model; writes a run directory")
+    train.add_argument("--profile", default="demo", choices=("demo", "smoke", "paper"))
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override, e.g. model.tau=0.5")
+    train.add_argument("--data", help="EchoNet-format root (sets data.root)")
+    train.add_argument("--out", help="run directory (default runs/<profile>-<model>-seed<seed>)")
+    train.add_argument("--resume", action="store_true", help="continue an interrupted run from its last complete epoch")
+
+    evaluate = commands.add_parser("evaluate", help="metrics of a trained run (or checkpoint) on one split")
+    evaluate.add_argument("run", help="run directory or checkpoint file")
+    evaluate.add_argument("--split", default="TEST")
+    evaluate.add_argument("--data", help="EchoNet-format root, if not the run's own")
+
+    predict = commands.add_parser("predict", help="EF and top prototypes for one AVI or a folder of AVIs")
+    predict.add_argument("run", help="run directory or checkpoint file")
+    predict.add_argument("videos", help="an .avi file or a folder of them")
+    predict.add_argument("--out", default="predictions", help="folder for predictions.csv and explanation PNGs")
+    predict.add_argument("--no-figures", action="store_true", help="skip the explanation PNGs")
+
     args = parser.parse_args(argv)
+    handlers = {"train": _train, "evaluate": _evaluate, "predict": _predict, "check-data": _check_data}
+    if args.command in handlers:
+        try:
+            return handlers[args.command](args)
+        except (FileNotFoundError, FileExistsError, KeyError, ValueError, RuntimeError) as error:
+            from protoef.runs import CheckpointError
+
+            if isinstance(error, (KeyError, CheckpointError, FileNotFoundError, FileExistsError)) or args.command != "train":
+                print(f"error: {error}", file=sys.stderr)
+                return 2
+            raise
     if args.command == "synth":
         from protoef.data import synthetic
 
         synthetic.generate(args.out_dir, videos=args.videos, seed=args.seed, workers=args.workers)
         return 0
-    return _check_data(args)
+    parser.error(f"unknown command {args.command}")
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import torch
-import torchvision.transforms.functional as TF
 from torch.utils.data import Dataset, WeightedRandomSampler
 
 from .tracings import background_mask, trace_mask
@@ -39,6 +38,8 @@ __all__ = [
     "read_volume_tracings",
     "clip_starts",
     "compute_mean_std",
+    "gather_clips",
+    "normalise_clips",
     "oversampling_sampler",
     "collate_clips",
 ]
@@ -119,6 +120,21 @@ def clip_starts(num_frames: int, span: int, clips, *, generator: torch.Generator
     raise ValueError(f"clips must be 'random', 'deterministic', 'all' or a positive int, got {clips!r}")
 
 
+def gather_clips(frames: np.ndarray, starts, clip_length: int, period: int = 1) -> torch.Tensor:
+    """uint8 clips (K, T, H, W) of a (F, H, W) video; frames past the end are black (0)."""
+    span = clip_length * period
+    if len(frames) < span:  # zero-pad at the end: black, whatever the normalisation
+        frames = np.concatenate([frames, np.zeros((span - len(frames), *frames.shape[1:]), dtype=np.uint8)])
+    offsets = np.arange(clip_length) * period
+    return torch.from_numpy(np.stack([frames[start + offsets] for start in starts]))
+
+
+def normalise_clips(clips: torch.Tensor, mean: float, std: float) -> torch.Tensor:
+    """(K, T, H, W) on the [0, 1] scale → normalised model input (K, 3, T, H, W)."""
+    clips = (clips - mean) / std
+    return clips.unsqueeze(1).expand(-1, 3, -1, -1, -1).contiguous()
+
+
 def _pair(size) -> tuple[int, int]:
     return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
 
@@ -149,6 +165,9 @@ class EchoNet(Dataset):
         mean, std: normalisation on the [0, 1] scale; None computes them on a sample of
             the TRAIN split (`compute_mean_std`). Give them explicitly to save that pass.
         feature_size: (H', W') of the backbone output, for ``background``.
+        background_dilation: the LV dilation (max-pool size, odd) at feature size; 5 at
+            the paper's 14×14. Scale it down with the feature map, or the dilated LV
+            covers everything and the occurrence loss sees no background.
         cache_dir: a `VideoCache` directory, or None to decode the AVI every time.
         verify: decode each video's first frame at construction, so unreadable files are
             skipped up front instead of failing inside a DataLoader worker.
@@ -168,6 +187,7 @@ class EchoNet(Dataset):
         std: float | None = None,
         with_masks: bool = False,
         feature_size=(14, 14),
+        background_dilation: int = 5,
         augment: bool = False,
         rotation_degrees: float = 10.0,
         cache_dir=None,
@@ -180,6 +200,7 @@ class EchoNet(Dataset):
         clip_starts(self.clip_length * self.period, self.clip_length * self.period, clips)  # validates
         self.size = _pair(resize)
         self.with_masks, self.feature_size = with_masks, _pair(feature_size)
+        self.background_dilation = int(background_dilation)
         self.augment, self.rotation_degrees = augment, float(rotation_degrees)
         self.cache = VideoCache(cache_dir) if cache_dir is not None else None
         self.strict = strict
@@ -299,18 +320,14 @@ class EchoNet(Dataset):
     def __getitem__(self, index: int) -> dict:
         record = self.records[index]
         frames = self.frames(index)  # (F, H, W) uint8
-        span = self.clip_length * self.period
-        starts = clip_starts(len(frames), span, self.clips)
-        if len(frames) < span:  # zero-pad at the end: black, whatever the normalisation
-            padding = np.zeros((span - len(frames), *frames.shape[1:]), dtype=np.uint8)
-            frames = np.concatenate([frames, padding])
-        offsets = np.arange(self.clip_length) * self.period
-        clips = np.stack([frames[start + offsets] for start in starts])  # (K, T, H, W) uint8
-        video = torch.from_numpy(clips).float().div_(255.0)
+        starts = clip_starts(len(frames), self.clip_length * self.period, self.clips)
+        video = gather_clips(frames, starts, self.clip_length, self.period).float().div_(255.0)  # (K, T, H, W)
 
         item = {"filename": record.filename, "ef": record.ef, "clip_starts": torch.tensor(starts)}
         masks = self.masks(index) if self.with_masks else None
         if self.augment:
+            import torchvision.transforms.functional as TF  # only augmentation needs torchvision
+
             # One angle for the clip and its masks: they must stay registered.
             angle = float(torch.empty(()).uniform_(-self.rotation_degrees, self.rotation_degrees))
             num_clips, length, height, width = video.shape
@@ -320,8 +337,7 @@ class EchoNet(Dataset):
                 for key in ("ed_mask", "es_mask"):
                     mask = torch.from_numpy(masks[key])[None].float()
                     masks[key] = TF.rotate(mask, angle, TF.InterpolationMode.NEAREST)[0].bool().numpy()
-        video = (video - self.mean) / self.std
-        video = video.unsqueeze(1).expand(-1, 3, -1, -1, -1).contiguous()  # (K, 3, T, H, W)
+        video = normalise_clips(video, self.mean, self.std)  # (K, 3, T, H, W)
         item["video"] = video if self._multi_clip else video[0]
         if masks is not None:
             lv_mask = masks["ed_mask"] | masks["es_mask"]
@@ -329,7 +345,7 @@ class EchoNet(Dataset):
                 lv_mask=torch.from_numpy(lv_mask),
                 ed_mask=torch.from_numpy(masks["ed_mask"]),
                 es_mask=torch.from_numpy(masks["es_mask"]),
-                background=background_mask(lv_mask, self.feature_size),
+                background=background_mask(lv_mask, self.feature_size, dilation=self.background_dilation),
                 ed_frame=masks["ed_frame"],
                 es_frame=masks["es_frame"],
             )

@@ -1,0 +1,121 @@
+"""Predict EF for your own echo videos with a trained run (``python -m protoef predict``).
+
+Each video is decoded, resized and normalised exactly as the run's test split was (same
+clip length, period, frame size, mean/std, up to ``data.test_clips`` non-overlapping
+clips, predictions and β averaged over clips), so a result here is comparable with the
+run's test metrics. For ProtoEFNet each row also names the top prototypes, their EF
+labels, β and the real training clip each prototype was pushed onto.
+"""
+from __future__ import annotations
+
+import logging
+import pathlib
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from .config import Config
+from .data import VideoReadError, clip_starts, gather_clips, normalise_clips, read_video
+
+__all__ = ["video_paths", "load_video_clips", "predict_videos"]
+log = logging.getLogger(__name__)
+
+
+def video_paths(target) -> list[pathlib.Path]:
+    """One AVI, or every ``*.avi`` in a folder (sorted)."""
+    target = pathlib.Path(target)
+    if target.is_dir():
+        paths = sorted(p for p in target.iterdir() if p.suffix.lower() == ".avi")
+        if not paths:
+            raise FileNotFoundError(f"{target}: no .avi file in this folder")
+        return paths
+    if not target.is_file():
+        raise FileNotFoundError(f"{target}: no such video file or folder")
+    return [target]
+
+
+def load_video_clips(path, config: Config) -> tuple[torch.Tensor, list[int]]:
+    """Model input (K, 3, T, H, W) and clip starts for one video, as the test split does it."""
+    d = config.data
+    frames = read_video(path, (d.resize, d.resize))  # (F, H, W) uint8
+    starts = clip_starts(len(frames), d.clip_length * d.period, d.test_clips)
+    clips = gather_clips(frames, starts, d.clip_length, d.period).float().div_(255.0)
+    return normalise_clips(clips, d.mean, d.std), starts
+
+
+@torch.no_grad()
+def predict_videos(model, config: Config, paths, *, explain_dir=None, prototype_dir=None) -> pd.DataFrame:
+    """One row per video: prediction and, for ProtoEFNet, the top-3 prototypes.
+
+    Unreadable videos get a row with ``error`` set instead of stopping the whole batch.
+    With ``explain_dir`` (ProtoEFNet only), one explanation PNG per video is written there.
+    """
+    if config.data.mean is None or config.data.std is None:
+        raise ValueError("the run's config has no data.mean/std; was it written by protoef.train.fit?")
+    device = next(model.parameters()).device
+    prototypes = _prototype_table(prototype_dir)
+    rows = []
+    for path in tqdm(list(paths), desc="predict", dynamic_ncols=True):
+        row = {"filename": pathlib.Path(path).name}
+        try:
+            video, starts = load_video_clips(path, config)
+        except VideoReadError as error:
+            log.warning("skipping %s", error)
+            rows.append({**row, "error": str(error)})
+            continue
+        output = model(video.to(device))
+        row["num_clips"] = len(starts)
+        if isinstance(output, torch.Tensor):  # the black box
+            rows.append({**row, "prediction": float(output.mean())})
+            continue
+        weights = output.weights.mean(0).cpu().numpy()  # (P,) averaged over clips
+        row["prediction"] = float(output.ef.mean())
+        labels = model.prototype_labels.cpu().numpy()
+        for rank, j in enumerate(np.argsort(-weights)[:3], start=1):
+            row[f"top{rank}_prototype"] = int(j)
+            row[f"top{rank}_label"] = float(labels[j])
+            row[f"top{rank}_beta"] = float(weights[j])
+            if prototypes is not None:
+                row[f"top{rank}_source"] = prototypes.loc[j, "source_filename"]
+        rows.append(row)
+        if explain_dir is not None:
+            _save_explanation(model, video, starts, path, explain_dir, prototype_dir, config)
+    return pd.DataFrame(rows)
+
+
+def _prototype_table(prototype_dir):
+    if prototype_dir is None:
+        return None
+    path = pathlib.Path(prototype_dir) / "prototypes.csv"
+    return pd.read_csv(path).set_index("prototype") if path.is_file() else None
+
+
+def _save_explanation(model, video, starts, path, explain_dir, prototype_dir, config) -> None:
+    """One PNG: the video's first clip with the maps of its top prototypes, beside each
+    prototype's source training clip (read from the run's data root when it is present)."""
+    try:  # a figure problem must not lose the predictions
+        from .explain import explain_clip, plot_local_explanation
+        from .plots import save_figure
+
+        frames = read_video(path, (config.data.resize, config.data.resize))
+        first_clip = gather_clips(frames, starts[:1], config.data.clip_length, config.data.period)[0].numpy()
+        explanation = explain_clip(model, video[0], frames=first_clip, clip_start=starts[0], period=config.data.period)
+        explanation["filename"] = pathlib.Path(path).name
+        source = _training_root(config)
+        run_dir = pathlib.Path(prototype_dir).parent if prototype_dir is not None else None
+        figure = plot_local_explanation(explanation, run_dir, source=source)
+        save_figure(figure, pathlib.Path(explain_dir) / f"{pathlib.Path(path).stem}.png")
+    except Exception as error:  # noqa: BLE001
+        log.warning("no explanation figure for %s: %s", path, error)
+
+
+def _training_root(config: Config):
+    """The run's data root if it is on this machine (prototype source clips live there)."""
+    if config.data.root:
+        root = pathlib.Path(config.data.root)
+    else:
+        d = config.data
+        root = pathlib.Path(d.cache_dir) / f"synthetic-{d.synthetic_videos}-seed{d.synthetic_seed}"
+    return root if (root / "FileList.csv").is_file() else None

@@ -1,0 +1,142 @@
+"""The training engine end to end on the smoke profile: files, push, determinism, resume,
+predict, and clear errors for broken checkpoints."""
+from __future__ import annotations
+
+import json
+import pathlib
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from protoef.__main__ import main as cli
+from protoef.config import resolve
+from protoef.data import EchoNet, read_file_list
+from protoef.runs import CheckpointError, load_checkpoint
+from protoef.train import data_root, fit, load_run_model
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> pathlib.Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+def smoke(cache, **overrides):
+    return resolve("smoke", {"data.cache_dir": str(cache), **overrides})
+
+
+@pytest.fixture(scope="module")
+def finished_run(cache, tmp_path_factory) -> pathlib.Path:
+    out = tmp_path_factory.mktemp("run") / "smoke"
+    fit(smoke(cache), out)
+    return out
+
+
+def test_run_directory_is_complete_and_well_formed(finished_run, cache):
+    out = finished_run
+    for name in ("config.json", "environment.json", "history.csv", "metrics.json", "predictions.csv",
+                 "checkpoints/best.pt", "checkpoints/last.pt", "checkpoints/final.pt", "prototypes/prototypes.csv"):
+        assert (out / name).is_file(), name
+    config = json.loads((out / "config.json").read_text())
+    assert config["profile"] == "smoke" and config["data"]["mean"] is not None
+    history = pd.read_csv(out / "history.csv")
+    assert list(history["epoch"]) == [1, 2]
+    assert history["train_loss"].iloc[-1] < history["train_loss"].iloc[0]  # it learns something
+    assert history["train_occurrence"].gt(0).all()  # the occurrence mask has background
+    metrics = json.loads((out / "metrics.json").read_text())
+    for split in ("val", "test"):
+        for stage in ("pre_push", "post_push"):
+            assert {"mae", "rmse", "r2", "f1_40", "sparsity", "diversity"} <= set(metrics[split][stage])
+    root = data_root(smoke(cache))
+    files = read_file_list(root)
+    test_files = set(files.loc[files["Split"] == "TEST", "filename"])
+    predictions = pd.read_csv(out / "predictions.csv")
+    assert set(predictions["filename"]) == test_files
+    expected_mae = (predictions["prediction"] - predictions["ef"]).abs().mean()
+    assert metrics["test"]["post_push"]["mae"] == pytest.approx(expected_mae, rel=1e-5)
+    assert (predictions["top1_beta"] >= predictions["top2_beta"]).all()
+
+
+def test_push_projects_prototypes_onto_real_training_clips(finished_run, cache):
+    model, config = load_run_model(finished_run)
+    table = pd.read_csv(finished_run / "prototypes" / "prototypes.csv")
+    files = read_file_list(data_root(config)).set_index("filename")
+    assert (files.loc[table["source_filename"], "Split"] == "TRAIN").all()
+    # Labels are the true EF of the source clip...
+    np.testing.assert_allclose(model.prototype_labels.numpy(), files.loc[table["source_filename"], "EF"].to_numpy(), rtol=1e-5)
+    # ...and each vector is that clip's pooled feature, recomputed here from scratch.
+    d = config.data
+    dataset = EchoNet(data_root(config), "TRAIN", clip_length=d.clip_length, period=d.period, resize=d.resize,
+                      clips="deterministic", mean=d.mean, std=d.std)
+    for row in table.itertuples():
+        item = dataset[dataset.filenames.index(row.source_filename)]
+        with torch.no_grad():
+            features = model(item["video"][None], return_features=True).features[0]  # (P, D)
+        torch.testing.assert_close(model.prototypes[row.prototype], features[row.prototype], rtol=1e-4, atol=1e-5)
+        if not row.fallback:
+            assert abs(row.ef_label - row.label_before) <= config.loss.delta + 1e-6
+
+
+def _metrics(out) -> dict:
+    return json.loads((pathlib.Path(out) / "metrics.json").read_text())
+
+
+def test_same_seed_same_result_and_resume_after_kill_equals_uninterrupted(finished_run, cache, tmp_path):
+    again = tmp_path / "again"
+    fit(smoke(cache), again)
+    assert _metrics(again) == _metrics(finished_run)
+    # Kill a training subprocess once its first epoch is checkpointed, then resume.
+    killed = tmp_path / "killed"
+    script = (f"from protoef.config import resolve; from protoef.train import fit; "
+              f"fit(resolve('smoke', {{'data.cache_dir': {str(cache)!r}}}), {str(killed)!r})")
+    process = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (killed / "checkpoints" / "last.pt").exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    process.kill()
+    process.wait()
+    assert (killed / "checkpoints" / "last.pt").exists() and not (killed / "metrics.json").exists()
+    assert load_checkpoint(killed / "checkpoints" / "last.pt")["epoch"] == 0  # killed during epoch 2
+    with pytest.raises(FileExistsError, match="resume"):
+        fit(smoke(cache), killed)
+    fit(smoke(cache), killed, resume=True)
+    assert _metrics(killed) == _metrics(finished_run)
+    assert pd.read_csv(killed / "history.csv").equals(pd.read_csv(finished_run / "history.csv"))
+
+
+def test_predict_cli_on_a_synthetic_avi(finished_run, cache, tmp_path):
+    root = data_root(smoke(cache))
+    video = sorted((root / "Videos").glob("*.avi"))[0]
+    assert cli(["predict", str(finished_run), str(video), "--out", str(tmp_path), "--no-figures"]) == 0
+    table = pd.read_csv(tmp_path / "predictions.csv")
+    model, _ = load_run_model(finished_run)
+    labels = model.prototype_labels.numpy()
+    assert table.loc[0, "filename"] == video.name
+    assert labels.min() - 1e-4 <= table.loc[0, "prediction"] <= labels.max() + 1e-4
+    assert table.loc[0, "top1_source"].endswith(".avi")
+    bad = tmp_path / "bad.avi"
+    bad.write_bytes(b"not a video")
+    assert cli(["predict", str(finished_run), str(bad), "--out", str(tmp_path / "bad"), "--no-figures"]) == 1
+
+
+def test_broken_checkpoints_give_clear_errors(finished_run, tmp_path, capsys):
+    final = finished_run / "checkpoints" / "final.pt"
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(final.read_bytes()[: final.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match="truncated.pt: not a readable checkpoint"):
+        load_run_model(truncated)
+    assert cli(["predict", str(truncated), str(tmp_path)]) == 2
+    assert "not a readable checkpoint" in capsys.readouterr().err
+    # Right file, wrong architecture: the config says P=10, the weights have another P.
+    state = load_checkpoint(final)
+    state["config"]["model"]["num_prototypes"] = 7
+    other = tmp_path / "other.pt"
+    torch.save(state, other)
+    with pytest.raises(CheckpointError, match="do not fit"):
+        load_run_model(other)
