@@ -8,7 +8,8 @@ Profiles:
   weights, 64 frames, batch 16, 30 epochs, the SPEC's loss weights and learning rates.
   Meant for a GPU.
 - ``demo``: the synthetic data set (generated on first use), the small R(2+1)D-10
-  backbone, short low-resolution clips: a few minutes on 2 CPU cores, and it still learns.
+  backbone, short low-resolution clips: ≈ 3.5 minutes on 2 CPU cores, and it still learns
+  (see `_demo` for where and why it departs from the paper's recipe).
 - ``smoke``: a handful of tiny videos, seconds per run, for CI.
 
 The resolved config is saved with every run (``config.json``) and `from_dict` reads it back.
@@ -119,13 +120,26 @@ def _paper() -> Config:
 
 
 def _demo() -> Config:
+    """2 CPU cores, synthetic data, ≈ 3.5 min per run. Differs from the paper where a CPU
+    budget and a randomly initialised backbone demand it (measured, see README):
+    - 8 frames every 8th (one 64-frame span, ≥ one heart cycle at 50 fps) at 32×32 pixels,
+      so a few thousand optimiser steps fit in minutes;
+    - learning rates 1e-3 instead of 1e-4 for the randomly initialised modules (the paper's
+      rates assume Kinetics-400 weights);
+    - MSE weight 1 instead of 0.1: with 0.1 the cluster and PSD terms make every prototype
+      ~0.9 similar to every clip within a few hundred steps, β stays uniform and nothing
+      is learnt in the time budget.
+    """
     config = Config(profile="demo")
-    config.data.clip_length, config.data.period, config.data.resize = 16, 4, 56
+    config.data.clip_length, config.data.period, config.data.resize = 8, 8, 32
     config.data.batch_size, config.data.num_workers = 8, 2
     config.data.test_clips = 3
-    config.data.background_dilation = 3  # 7×7 feature maps: half the paper's 14×14
+    config.data.background_dilation = 1  # 4×4 feature maps: a 5×5 dilation would cover them
     config.model.backbone, config.model.weights = "r2plus1d_10", None
-    config.optim.epochs = 6
+    config.optim.lr_backbone = config.optim.lr_features = config.optim.lr_occurrence = 1e-3
+    config.optim.lr_head = 1e-3
+    config.loss.mse = 1.0
+    config.optim.epochs = 24
     config.optim.plateau_patience = 2
     return config
 
@@ -134,9 +148,7 @@ def _smoke() -> Config:
     config = _demo()
     config.profile = "smoke"
     config.data.synthetic_videos = 24
-    config.data.clip_length, config.data.period, config.data.resize = 8, 4, 32
     config.data.batch_size, config.data.num_workers, config.data.test_clips = 4, 0, 2
-    config.data.background_dilation = 1  # 4×4 feature maps: no dilation
     config.model.num_prototypes = 10
     config.optim.epochs = 2
     return config

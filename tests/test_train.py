@@ -140,3 +140,15 @@ def test_broken_checkpoints_give_clear_errors(finished_run, tmp_path, capsys):
     torch.save(state, other)
     with pytest.raises(CheckpointError, match="do not fit"):
         load_run_model(other)
+
+
+def test_black_box_baseline_runs_through_the_same_pipeline(cache, tmp_path):
+    out = tmp_path / "blackbox"
+    metrics = fit(smoke(cache, **{"model.kind": "blackbox", "optim.epochs": 1}), out)
+    assert set(metrics["test"]) == {"final"} and "push" not in metrics
+    predictions = pd.read_csv(out / "predictions.csv")
+    assert list(predictions.columns) == ["filename", "ef", "prediction"]
+    expected_rmse = np.sqrt(((predictions["prediction"] - predictions["ef"]) ** 2).mean())
+    assert metrics["test"]["final"]["rmse"] == pytest.approx(expected_rmse, rel=1e-5)
+    model, config = load_run_model(out)
+    assert config.model.kind == "blackbox" and not (out / "prototypes").exists()
