@@ -53,7 +53,10 @@ esac
 
 started=$SECONDS
 cache="${PROTOEF_CACHE:-$ROOT/.cache}"
-if [ "$profile" != paper ]; then
+data_args=()
+if [ "$profile" = paper ]; then
+    data_args=(--data "$data_dir")
+else
     videos=400; [ "$profile" = smoke ] && videos=24
     data_dir="$cache/synthetic-${videos}-seed0"
     if [ "$force" = 1 ] || [ ! -f "$data_dir/FileList.csv" ]; then
@@ -64,4 +67,26 @@ if [ "$profile" != paper ]; then
 fi
 # Every split must load; a video that cannot be used is named with its reason.
 "$PYTHON" -m protoef check-data "$data_dir"
+
+# ProtoEFNet and its black-box counterpart with the same budget. Finished runs (their
+# metrics.json exists) are kept unless --force; an interrupted one resumes.
+for kind in protoefnet blackbox; do
+    run="$ROOT/runs/$profile-$kind"
+    [ "$force" = 1 ] && rm -rf "$run"
+    if [ -f "$run/metrics.json" ]; then
+        echo "[run_all] $run finished already (use --force to redo)"
+        continue
+    fi
+    resume=(); [ -f "$run/checkpoints/last.pt" ] && resume=(--resume)
+    "$PYTHON" -m protoef train --profile "$profile" --set "model.kind=$kind" \
+        --set "data.cache_dir=$cache" "${data_args[@]}" --out "$run" "${resume[@]}"
+done
+"$PYTHON" - "$ROOT/runs/$profile" <<'PY'
+import json, sys
+print(f"{'model':12s} {'MAE':>6s} {'RMSE':>6s} {'R²':>6s} {'F1<40':>6s}")
+for kind in ("protoefnet", "blackbox"):
+    test = json.load(open(f"{sys.argv[1]}-{kind}/metrics.json"))["test"]
+    m = test.get("post_push", test.get("final"))
+    print(f"{kind:12s} {m['mae']:6.2f} {m['rmse']:6.2f} {m['r2']:6.3f} {m['f1_40'] if m['f1_40'] is not None else float('nan'):6.3f}")
+PY
 echo "[run_all] profile '$profile' done in $((SECONDS - started)) s"
