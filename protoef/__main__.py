@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 
@@ -45,7 +46,8 @@ def _train(args) -> int:
     config = resolve(args.profile, overrides)
     out = args.out or f"runs/{config.profile}-{config.model.kind}-seed{config.seed}"
     fit(config, out, resume=args.resume)
-    print(f"[train] run directory: {out}")
+    if os.environ.get("RANK", "0") == "0":  # torchrun: one report, from rank 0
+        print(f"[train] run directory: {out}")
     return 0
 
 
@@ -123,13 +125,14 @@ def main(argv=None) -> int:
     if args.command in handlers:
         try:
             return handlers[args.command](args)
-        except (FileNotFoundError, FileExistsError, KeyError, ValueError, RuntimeError) as error:
-            from protoef.runs import CheckpointError
-
-            if isinstance(error, (KeyError, CheckpointError, FileNotFoundError, FileExistsError)) or args.command != "train":
-                print(f"error: {error}", file=sys.stderr)
-                return 2
-            raise
+        except (FileNotFoundError, FileExistsError, KeyError, TypeError, ValueError, RuntimeError) as error:
+            # Expected failures (missing data or weights, bad checkpoint, bad override) get one
+            # clear line; PROTOEF_DEBUG=1 shows the traceback when it is a bug after all.
+            if os.environ.get("PROTOEF_DEBUG"):
+                raise
+            message = error.args[0] if isinstance(error, KeyError) and error.args else error
+            print(f"error: {message}  (PROTOEF_DEBUG=1 for the traceback)", file=sys.stderr)
+            return 2
     if args.command == "synth":
         from protoef.data import synthetic
 

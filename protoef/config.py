@@ -237,7 +237,11 @@ def apply_overrides(config: Config, overrides) -> Config:
             close = difflib.get_close_matches(key, _keys(config), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise KeyError(f"unknown config key {key!r}{hint} (valid keys: see protoef.config)")
-        setattr(target, parts[-1], _coerce(value, _field_types(type(target))[parts[-1]], key))
+        annotation = _field_types(type(target))[parts[-1]]
+        try:
+            setattr(target, parts[-1], _coerce(value, annotation, key))
+        except ValueError:  # a string that does not parse as the field's type
+            raise ValueError(f"{key}: {value!r} is not a valid {getattr(annotation, '__name__', annotation)}") from None
     return config
 
 

@@ -246,7 +246,11 @@ def fit(config: Config, out_dir, *, resume: bool = False) -> dict:
     torch.manual_seed(config.seed)
     np.random.seed(config.seed % 2**32)
     torch.use_deterministic_algorithms(not context.cuda, warn_only=True)
+    if context.distributed and not context.main:
+        dist.barrier()  # rank 0 generates the synthetic set (if needed) alone
     root = data_root(config)
+    if context.distributed and context.main:
+        dist.barrier()
     if config.data.mean is None or config.data.std is None:
         config.data.mean, config.data.std = compute_mean_std(root, resize=config.data.resize)
     sets = _datasets(config, root)

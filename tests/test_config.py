@@ -24,7 +24,7 @@ def test_overrides_are_type_checked_and_parsed():
     assert (config.model.tau, config.data.augment, config.data.root, config.data.mean) == (0.5, False, "/data/echo", None)
     with pytest.raises(TypeError, match="optim.epochs"):
         resolve("demo", {"optim.epochs": 2.5})
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="optim.epochs: 'many'"):
         resolve("demo", ["optim.epochs=many"])
     with pytest.raises(TypeError, match="data.augment"):
         resolve("demo", {"data.augment": "perhaps"})

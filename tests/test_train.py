@@ -3,6 +3,7 @@ predict, and clear errors for broken checkpoints."""
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -152,3 +153,28 @@ def test_black_box_baseline_runs_through_the_same_pipeline(cache, tmp_path):
     assert metrics["test"]["final"]["rmse"] == pytest.approx(expected_rmse, rel=1e-5)
     model, config = load_run_model(out)
     assert config.model.kind == "blackbox" and not (out / "prototypes").exists()
+
+
+def test_missing_data_set_is_a_clear_cli_error(tmp_path, capsys):
+    code = cli(["train", "--profile", "smoke", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "run")])
+    assert code == 2
+    error = capsys.readouterr().err
+    assert "nowhere" in error and "FileList.csv" in error
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_torchrun_two_processes_on_cpu_write_one_run(cache, tmp_path):
+    # DistributedDataParallel over gloo: the multi-GPU code path, exercised on the CPU.
+    root = data_root(smoke(cache))  # generated once, before the ranks start
+    out = tmp_path / "ddp"
+    torchrun = pathlib.Path(sys.executable).with_name("torchrun")
+    result = subprocess.run(
+        [str(torchrun), "--nproc_per_node", "2", "-m", "protoef", "train", "--profile", "smoke",
+         "--set", f"data.cache_dir={cache}", "--out", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.count("[train] run directory") == 1
+    history = pd.read_csv(out / "history.csv")
+    assert list(history["epoch"]) == [1, 2]
+    assert json.loads((out / "metrics.json").read_text())["test"]["post_push"]["n"] == 3
+    assert json.loads((out / "environment.json").read_text())["data_root"] == str(root)
