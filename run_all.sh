@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # ProtoEFNet companion: one command for the whole job, one for the tests.
 #
-#   ./run_all.sh [--profile demo|smoke|paper] [--data DIR] [--force]
-#       set up ./.venv if needed, then run the reproduction for the profile
+#   ./run_all.sh [--profile demo|smoke|paper] [--data DIR] [--only 01,03] [--force]
+#       set up ./.venv if needed, then run every notebook for the profile (papermill)
 #   ./run_all.sh --test [PYTEST_ARGS...]
 #       set up ./.venv if needed, then run the test suite (what CI runs)
 #
@@ -19,6 +19,7 @@ mode=run
 profile=demo
 data_dir="${ECHONET_DIR:-}"
 force=0
+only=""
 pytest_args=()
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -28,6 +29,8 @@ while [ $# -gt 0 ]; do
         --data) data_dir="${2:?--data needs a directory}"; shift 2 ;;
         --data=*) data_dir="${1#*=}"; shift ;;
         --force) force=1; shift ;;
+        --only) only="${2:?--only needs notebook numbers, e.g. 02,04}"; shift 2 ;;
+        --only=*) only="${1#*=}"; shift ;;
         -h|--help) usage; exit 0 ;;
         *) echo "run_all.sh: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
     esac
@@ -53,10 +56,7 @@ esac
 
 started=$SECONDS
 cache="${PROTOEF_CACHE:-$ROOT/.cache}"
-data_args=()
-if [ "$profile" = paper ]; then
-    data_args=(--data "$data_dir")
-else
+if [ "$profile" != paper ]; then
     videos=400; [ "$profile" = smoke ] && videos=24
     data_dir="$cache/synthetic-${videos}-seed0"
     if [ "$force" = 1 ] || [ ! -f "$data_dir/FileList.csv" ]; then
@@ -68,25 +68,27 @@ fi
 # Every split must load; a video that cannot be used is named with its reason.
 "$PYTHON" -m protoef check-data "$data_dir"
 
-# ProtoEFNet and its black-box counterpart with the same budget. Finished runs (their
-# metrics.json exists) are kept unless --force; an interrupted one resumes.
-for kind in protoefnet blackbox; do
-    run="$ROOT/runs/$profile-$kind"
-    [ "$force" = 1 ] && rm -rf "$run"
-    if [ -f "$run/metrics.json" ]; then
-        echo "[run_all] $run finished already (use --force to redo)"
+# Every notebook in order, executed by papermill with the profile as its parameter. The
+# notebooks train what they need through protoef.companion.ensure_run, which reuses a
+# finished run and resumes an interrupted one; --force retrains from scratch.
+[ "$force" = 1 ] && rm -rf "$ROOT/runs/$profile"-*
+executed="$ROOT/runs/$profile/notebooks"
+mkdir -p "$executed"
+params=(-p profile "$profile")
+[ "$profile" = paper ] && params+=(-p data "$data_dir")
+for notebook in "$ROOT"/notebooks/[0-9][0-9]_*.ipynb; do
+    name="$(basename "$notebook" .ipynb)"
+    if [ -n "$only" ] && [[ ",$only," != *",${name:0:2},"* ]]; then
         continue
     fi
-    resume=(); [ -f "$run/checkpoints/last.pt" ] && resume=(--resume)
-    "$PYTHON" -m protoef train --profile "$profile" --set "model.kind=$kind" \
-        --set "data.cache_dir=$cache" "${data_args[@]}" --out "$run" "${resume[@]}"
+    echo "[run_all] $name (profile $profile)"
+    nb_started=$SECONDS
+    if ! PROTOEF_CACHE="$cache" "$PYTHON" -m papermill "$notebook" "$executed/$name.ipynb" "${params[@]}" \
+            --cwd "$ROOT/notebooks" --kernel python3 --no-progress-bar --log-level WARNING; then
+        echo "[run_all] $name FAILED: the failing cell and its traceback are above;" \
+             "the executed notebook is $executed/$name.ipynb" >&2
+        exit 1
+    fi
+    echo "[run_all] $name done in $((SECONDS - nb_started)) s"
 done
-"$PYTHON" - "$ROOT/runs/$profile" <<'PY'
-import json, sys
-print(f"{'model':12s} {'MAE':>6s} {'RMSE':>6s} {'R²':>6s} {'F1<40':>6s}")
-for kind in ("protoefnet", "blackbox"):
-    test = json.load(open(f"{sys.argv[1]}-{kind}/metrics.json"))["test"]
-    m = test.get("post_push", test.get("final"))
-    print(f"{kind:12s} {m['mae']:6.2f} {m['rmse']:6.2f} {m['r2']:6.3f} {m['f1_40'] if m['f1_40'] is not None else float('nan'):6.3f}")
-PY
-echo "[run_all] profile '$profile' done in $((SECONDS - started)) s"
+echo "[run_all] profile '$profile' done in $((SECONDS - started)) s; figures in figures/, executed notebooks in $executed"

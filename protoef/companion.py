@@ -1,0 +1,80 @@
+"""What the paper-companion notebooks share: the profile switch, where runs and figures
+live, and "train this run unless it is already there".
+
+Profile switch. Every notebook's ``parameters`` cell reads ``PROTOEF_PROFILE`` (default
+``demo``): ``./run_all.sh --profile P`` passes the profile to papermill explicitly, and the
+notebook tests (``pytest notebooks/``, nbval) set ``PROTOEF_PROFILE=smoke`` in
+``notebooks/conftest.py``, so CI runs every notebook as stored, in seconds.
+
+Locations (all under the repository, none hard-coded elsewhere):
+- runs: ``runs/<profile>-<name>/`` (layout: `protoef.runs`); a finished run (its
+  ``metrics.json`` exists) is reused, an interrupted one resumed, a missing one trained;
+- figures: ``figures/`` for the demo profile (the committed figures), ``figures/<profile>/``
+  for the others, so a CI smoke run never overwrites the committed demo figures;
+- data: ``$PROTOEF_CACHE`` or ``.cache/`` (synthetic sets, decoded-video cache), or EchoNet-Dynamic from
+  ``ECHONET_DIR`` / the ``data`` parameter for the paper profile.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+
+import pandas as pd
+
+from .config import Config, resolve
+from .train import data_root, fit
+
+__all__ = ["REPO", "profile_from_env", "config_for", "run_dir", "ensure_run", "figure_dir", "read_run"]
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def profile_from_env(default: str = "demo") -> str:
+    return os.environ.get("PROTOEF_PROFILE", default)
+
+
+def config_for(profile: str, overrides: dict | None = None, *, data: str | None = None) -> Config:
+    """The profile's config with the repository's cache directory and optional data root."""
+    values = {"data.cache_dir": os.environ.get("PROTOEF_CACHE", str(REPO / ".cache")), **(overrides or {})}
+    if data:
+        values["data.root"] = data
+    return resolve(profile, values)
+
+
+def run_dir(profile: str, name: str) -> pathlib.Path:
+    return REPO / "runs" / f"{profile}-{name}"
+
+
+def ensure_run(profile: str, name: str, overrides: dict | None = None, *, data: str | None = None,
+               path=None) -> pathlib.Path:
+    """The run directory of ``name``: reused when finished, resumed when interrupted,
+    trained otherwise. ``path`` points at an existing run elsewhere (e.g. from a GPU box)."""
+    out = pathlib.Path(path) if path else run_dir(profile, name)
+    if (out / "metrics.json").is_file():
+        return out
+    resume = (out / "checkpoints" / "last.pt").is_file()
+    fit(config_for(profile, overrides, data=data), out, resume=resume)
+    return out
+
+
+def figure_dir(profile: str) -> pathlib.Path:
+    folder = REPO / "figures" if profile == "demo" else REPO / "figures" / profile
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def read_run(out) -> dict:
+    """config, metrics, history and predictions of a finished run, as plain objects."""
+    out = pathlib.Path(out)
+    return {
+        "config": json.loads((out / "config.json").read_text()),
+        "metrics": json.loads((out / "metrics.json").read_text()),
+        "history": pd.read_csv(out / "history.csv"),
+        "predictions": pd.read_csv(out / "predictions.csv"),
+    }
+
+
+def dataset_root(profile: str, *, data: str | None = None) -> pathlib.Path:
+    """The data root of a profile (generates the synthetic set on first use)."""
+    return data_root(config_for(profile, data=data))
