@@ -1,0 +1,378 @@
+"""The benchmark items. Each takes `quick` and returns a result dict (written by __main__)."""
+from __future__ import annotations
+
+import functools
+import pathlib
+import shutil
+import tempfile
+import time
+import warnings
+
+from .common import ROOT, SEED, interleave, ratio, run_child, seed_everything, stats
+
+DEMO = dict(backbone="r2plus1d_10", batch=8, frames=8, size=32, prototypes=40)   # config "demo"
+PAPER = dict(backbone="r2plus1d_18", batch=1, frames=64, size=112, prototypes=40)  # paper shape, CPU batch 1
+SYNTHETIC = ROOT / ".cache" / "synthetic-400-seed0"
+MIB = 2**20
+
+
+def _shape(spec: dict) -> str:
+    return f"{spec['batch']}×3×{spec['frames']}×{spec['size']}×{spec['size']}, P={spec['prototypes']}, {spec['backbone']}"
+
+
+# ----------------------------------------------------------------------- 1 + 5: step comparisons
+@functools.lru_cache(maxsize=None)
+def _step_comparison(shape_name: str, quick: bool) -> dict:
+    """ProtoEFNet vs truncated backbone vs black box, one training step each (forward, loss,
+    backward, Adam), same input, interleaved, in this process. Cached: items 1 and 5 share it."""
+    from .child import make_step
+
+    base = DEMO if shape_name == "demo" else PAPER
+    reps = (10 if quick else 30) if shape_name == "demo" else (1 if quick else 3)
+    warmup = 3 if shape_name == "demo" else 0  # a paper-shape step costs ~15 s on 2 cores; min over reps drops warm-up
+    seed_everything()
+    steps = {kind: make_step({**base, "model": kind}) for kind in ("backbone", "protoef", "blackbox")}
+    timings = interleave(steps, reps, warmup=warmup)
+    # The head alone (feature + occurrence modules, pooling, similarity, soft attention, loss,
+    # backward incl. the gradient into the backbone output, Adam on its parameters) on a fixed
+    # backbone output: cheap, so many repetitions; ProtoEFNet = backbone + this.
+    seed_everything()
+    head_only = interleave({"head": make_step({**base, "model": "head"})}, 30 if not quick else 10, warmup=2)["head"]
+    return {"shape": _shape(base), "spec": base, "warmup": warmup, "timings": {**timings, "head_only": head_only}}
+
+
+def head(quick: bool) -> dict:
+    """1. Head overhead: ProtoEFNet step / truncated backbone step (same input and batch)."""
+    result = {"title": "Head overhead (ProtoEFNet step ÷ truncated backbone step)", "measurements": {}, "ratios": []}
+    for shape_name in ("demo", "paper"):
+        comparison = _step_comparison(shape_name, quick)
+        t = comparison["timings"]
+        result["measurements"][shape_name] = {"shape": comparison["shape"], "backbone": t["backbone"],
+                                              "protoefnet": t["protoef"], "head_only": t["head_only"]}
+        direct = t["protoef"]["min_s"] / t["backbone"]["min_s"]
+        composed = 1 + t["head_only"]["min_s"] / t["backbone"]["min_s"]
+        result["ratios"].append(ratio(
+            f"head overhead, {shape_name} shape ({comparison['shape']}), whole steps",
+            direct, "<= 1.10" if shape_name == "demo" else None,
+            note=f"min of {t['protoef']['n']} interleaved steps; median ratio {t['protoef']['median_s'] / t['backbone']['median_s']:.3f}"
+                 + ("" if shape_name == "demo" else "; too few reps on a shared 2-core CPU to judge ±10 %, see next row")))
+        result["ratios"].append(ratio(
+            f"head overhead, {shape_name} shape, 1 + head step ÷ backbone step", composed, "<= 1.10",
+            note=f"head alone {t['head_only']['min_s'] * 1000:.1f} ms (min of {t['head_only']['n']}) vs backbone "
+                 f"{t['backbone']['min_s'] * 1000:.0f} ms; the min backbone time makes this an upper bound"))
+    return result
+
+
+def blackbox(quick: bool) -> dict:
+    """5. Black-box baseline: ProtoEFNet step / full R(2+1)D regressor step (cost of interpretability)."""
+    result = {"title": "Black-box baseline (ProtoEFNet step ÷ black-box step)", "measurements": {}, "ratios": []}
+    for shape_name in ("demo", "paper"):
+        comparison = _step_comparison(shape_name, quick)
+        t = comparison["timings"]
+        result["measurements"][shape_name] = {"shape": comparison["shape"], "blackbox": t["blackbox"], "protoefnet": t["protoef"]}
+        result["ratios"].append(ratio(f"ProtoEFNet ÷ black box, {shape_name} shape", t["protoef"]["min_s"] / t["blackbox"]["min_s"],
+                                      note="informational; the black box also runs layer4 (512 ch), ProtoEFNet stops after layer3"))
+    return result
+
+
+# ----------------------------------------------------------------------- 2: pooling memory
+def pooling(quick: bool) -> dict:
+    """2. Peak memory of einsum pooling vs the naive broadcast, each in a fresh process (RSS)."""
+    cases = [("pool", dict(PAPER, batch=2, reps=2))]
+    if not quick:  # the whole training step at the paper shape, batch 1 (~15 s per variant on 2 cores)
+        cases.append(("step", dict(PAPER, reps=1)))
+    result = {"title": "Pooling memory (naive broadcast ÷ einsum)", "measurements": {}, "ratios": [],
+              "method": "peak RSS (VmHWM, reset via clear_refs just before the timed calls) minus RSS just before them, fresh interpreter per variant"}
+    for what, spec in cases:
+        runs = {}
+        for pooling_kind in ("einsum", "naive"):  # alternate variants; each its own process
+            runs[pooling_kind] = run_child({**spec, "what": what, "model": "protoef", "pooling": pooling_kind})
+        e, n = runs["einsum"]["delta_bytes"], runs["naive"]["delta_bytes"]
+        t_prime, hw = spec["frames"] // 4, spec["size"] // 8
+        product = spec["batch"] * spec["prototypes"] * 256 * t_prime * hw * hw * 4
+        result["measurements"][what] = {
+            "shape": _shape(spec), "naive_product_bytes": product,
+            **{k: {"delta_bytes": r["delta_bytes"], "peak_rss_bytes": r["peak_rss_bytes"], "seconds": r["seconds"]}
+               for k, r in runs.items()}}
+        floor = 4 * MIB  # RSS resolution: allocator slack below this is noise
+        result["ratios"].append(ratio(
+            f"pooling memory, {what} ({_shape(spec)})", n / max(e, floor),
+            note=f"naive {n / MIB:.0f} MiB vs einsum {e / MIB:.0f} MiB (delta peak RSS; "
+                 f"one N×P×D×T'×H'×W' fp32 product = {product / MIB:.0f} MiB)"
+                 + ("; einsum below the 4 MiB floor, ratio is a lower bound" if e < floor else "")))
+    return result
+
+
+# ----------------------------------------------------------------------- 3: input pipeline vs model
+def _train_dataset(root, *, clip_length, period, resize, feature_size, dilation, cache_dir, limit):
+    from protoef.data import EchoNet
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dataset = EchoNet(root, "TRAIN", clip_length=clip_length, period=period, resize=resize, clips="random",
+                          augment=True, rotation_degrees=10.0, with_masks=True, feature_size=feature_size,
+                          background_dilation=dilation, mean=0.1289, std=0.1911, cache_dir=cache_dir)
+    if limit is not None:
+        dataset.records = dataset.records[:limit]
+    return dataset
+
+
+def _data_root(tmp: pathlib.Path) -> pathlib.Path:
+    if (SYNTHETIC / "FileList.csv").is_file():
+        return SYNTHETIC  # read only
+    from protoef.data import synthetic
+
+    return synthetic.generate(tmp / "synthetic-120", videos=120, seed=SEED, progress=False)
+
+
+def pipeline(quick: bool) -> dict:
+    """3. Videos/s the EchoNet train loader delivers (demo profile, default workers) cold (AVI
+    decode every item) and warm (decoded cache) vs clips/s one demo training step consumes."""
+    import torch
+
+    from protoef.config import resolve
+    from protoef.data import oversampling_sampler
+    from protoef.train import _loader, feature_size
+
+    from .child import make_step
+
+    config = resolve("demo")
+    d = config.data
+    videos = 48 if quick else None  # full suite: the demo's whole TRAIN split (one real epoch)
+    reps = 2 if quick else 3
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix="protoef-bench-"))
+    try:
+        root = _data_root(tmp)
+        fsize = feature_size(config)
+        common = dict(clip_length=d.clip_length, period=d.period, resize=d.resize, feature_size=fsize,
+                      dilation=d.background_dilation, limit=videos)
+        cold = _train_dataset(root, cache_dir=None, **common)
+        warm = _train_dataset(root, cache_dir=tmp / "videos", **common)
+        for index in range(len(warm)):  # fill the decoded cache (an epoch-1 cost, untimed)
+            warm.frames(index)
+
+        def epoch(dataset):
+            generator = torch.Generator().manual_seed(SEED)
+            sampler = oversampling_sampler(dataset.efs, threshold=d.oversample_threshold, generator=generator)
+            for _ in _loader(dataset, config, sampler=sampler):
+                pass
+
+        seed_everything()
+        step = make_step({**DEMO, "model": "protoef"})
+        steps_per_rep, single_steps = 10, []
+
+        def steps():  # each step timed alone: its min is the least disturbed by other processes
+            for _ in range(steps_per_rep):
+                start = time.perf_counter()
+                step()
+                single_steps.append(time.perf_counter() - start)
+
+        timings = interleave({"cold": lambda: epoch(cold), "warm": lambda: epoch(warm), "step": steps}, reps, warmup=1)
+        del single_steps[:steps_per_rep]  # the warm-up block
+        timings["single_step"] = stats(single_steps)
+        model_rate = DEMO["batch"] / timings["single_step"]["min_s"]
+        rates = {k: len(cold) / timings[k]["min_s"] for k in ("cold", "warm")}
+
+        # Paper profile, one process (num_workers=0): per-core cost of one training item.
+        paper = resolve("paper")
+        per_core = {}
+        paper_videos = 8 if quick else 16
+        pcommon = dict(clip_length=paper.data.clip_length, period=paper.data.period, resize=paper.data.resize,
+                       feature_size=(14, 14), dilation=paper.data.background_dilation, limit=paper_videos)
+        pcold = _train_dataset(root, cache_dir=None, **pcommon)
+        pwarm = _train_dataset(root, cache_dir=tmp / "videos-paper", **pcommon)
+        for index in range(len(pwarm)):
+            pwarm.frames(index)
+        torch.manual_seed(SEED)
+        ptimes = interleave({"cold": lambda: [pcold[i] for i in range(len(pcold))],
+                             "warm": lambda: [pwarm[i] for i in range(len(pwarm))]}, 2, warmup=0)
+        for k in ("cold", "warm"):
+            per_core[k] = len(pcold) / ptimes[k]["min_s"]
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    workers = paper.data.num_workers
+    projection = {
+        "assumptions": [
+            "one loader worker per core delivers the single-process rate measured here (this CPU); workers scale linearly",
+            "synthetic videos average 167 frames vs ≈ 175 in EchoNet-Dynamic, both 112×112 MJPG: per-video decode cost comparable",
+            "the training step needs 1 video per clip (clips='random'); 2× headroom over the GPU's consumption",
+            "AVI files already in the OS page cache (no disk I/O measured)",
+        ],
+        "per_core_videos_per_s": per_core,
+        "max_gpu_clips_per_s_fed_with_2x_headroom": {
+            f"{w}_workers_{k}": w * per_core[k] / 2 for w in (workers, 14) for k in ("cold", "warm")},
+        "workers_needed_per_100_gpu_clips_per_s": {k: 2 * 100 / per_core[k] for k in ("cold", "warm")},
+        "paper_profile_num_workers": workers,
+    }
+    return {
+        "title": "Input pipeline vs model (demo profile)",
+        "shapes": {"demo": f"batch {d.batch_size}, {d.clip_length} frames every {d.period}th, {d.resize}×{d.resize}, "
+                           f"augment + masks, num_workers={d.num_workers}",
+                   "paper_items": "64 frames, period 1, 112×112, augment + masks, num_workers=0"},
+        "data": str(root.relative_to(ROOT) if root.is_relative_to(ROOT) else root),
+        "videos_per_epoch": len(cold),
+        "measurements": {"loader_cold": timings["cold"], "loader_warm": timings["warm"],
+                         f"model_{steps_per_rep}_steps": timings["step"], "model_single_step": timings["single_step"],
+                         "loader_videos_per_s": rates, "model_clips_per_s": model_rate,
+                         "paper_items_single_process": ptimes},
+        "paper_16_core_projection": projection,
+        "ratios": [ratio("pipeline ÷ model, cold (AVI decode), demo", rates["cold"] / model_rate, ">= 2",
+                         note=f"{rates['cold']:.0f} videos/s (whole epoch of {len(cold)} videos incl. worker start-up, min of {reps}) "
+                              f"vs {model_rate:.0f} clips/s (batch ÷ min single step of {len(single_steps)})"),
+                   ratio("pipeline ÷ model, warm (decoded cache), demo", rates["warm"] / model_rate, ">= 2",
+                         note=f"{rates['warm']:.0f} videos/s vs {model_rate:.0f} clips/s")],
+    }
+
+
+# ----------------------------------------------------------------------- 4: scaling
+def scaling(quick: bool) -> dict:
+    """4. Step time + peak memory vs clip length and vs P (fresh process each); synthetic
+    generation time vs videos; predict latency per video."""
+    base = dict(backbone="r2plus1d_18", batch=2, size=56, prototypes=40, reps=2 if quick else 3, what="step", model="protoef")
+    lengths = (16, 32) if quick else (16, 32, 64)
+    prototype_counts = (10, 40) if quick else (10, 20, 40, 80)
+    specs = {f"T={frames}": {**base, "frames": frames} for frames in lengths}
+    specs.update({f"P={p}": {**base, "frames": 16, "prototypes": p} for p in prototype_counts if p != 40})
+    # Memory: one fresh interpreter per configuration (one step). Time: all configurations in
+    # this process, interleaved round-robin, so background load hits them alike.
+    memory = {key: run_child({**spec, "reps": 1}) for key, spec in specs.items()}
+    from .child import make_step
+
+    seed_everything()
+    timings = interleave({key: make_step(spec) for key, spec in specs.items()}, base["reps"], warmup=1)
+    table = {key: {"min_s": timings[key]["min_s"], "median_s": timings[key]["median_s"],
+                   "delta_mib": memory[key]["delta_bytes"] / MIB, "peak_rss_mib": memory[key]["peak_rss_bytes"] / MIB}
+             for key in specs}
+    table.update({"P=40": table["T=16"]})
+
+    # Synthetic generation time vs number of videos (default workers = usable CPUs).
+    from protoef.data import synthetic
+
+    counts = (10, 20) if quick else (25, 50, 100)
+    generation = {}
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix="protoef-bench-gen-"))
+    try:
+        for count in counts:
+            start = time.perf_counter()
+            synthetic.generate(tmp / f"n{count}", videos=count, seed=SEED, progress=False)
+            generation[count] = time.perf_counter() - start
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    latency = _predict_latency(quick)
+    first, last = lengths[0], lengths[-1]
+    return {
+        "title": "Scaling",
+        "shapes": {"clip_length_and_P": "batch 2, 3×T×56×56 (small spatial size for the CPU), r2plus1d_18, training step",
+                   "generation": "synthetic.generate, 112×112 AVIs, default workers (usable CPUs)"},
+        "measurements": {"step": table, "generation_s": generation, "predict": latency},
+        "ratios": [
+            ratio(f"step time T={last} ÷ T={first}", table[f"T={last}"]["min_s"] / table[f"T={first}"]["min_s"],
+                  note=f"linear would be {last / first:.0f}×; memory {table[f'T={last}']['delta_mib']:.0f} vs {table[f'T={first}']['delta_mib']:.0f} MiB"),
+            ratio(f"step time P={prototype_counts[-1]} ÷ P={prototype_counts[0]} (T=16)",
+                  table[f"P={prototype_counts[-1]}"]["min_s"] / table[f"P={prototype_counts[0]}"]["min_s"],
+                  note="head cost grows with P; backbone does not"),
+            ratio(f"generation time {counts[-1]} ÷ {counts[0]} videos", generation[counts[-1]] / generation[counts[0]],
+                  note=f"linear would be {counts[-1] / counts[0]:.0f}×; {generation[counts[-1]] / counts[-1]:.3f} s/video at {counts[-1]}"),
+            ratio("predict latency per video, demo profile (s)", latency["seconds_per_video"], unit="s",
+                  note=f"{latency['clips_per_video']:.1f} clips/video averaged, {latency['videos']} videos, decode included"),
+        ],
+    }
+
+
+def _predict_latency(quick: bool) -> dict:
+    """predict_videos (decode, all test clips, forward, averaging) per video, demo profile."""
+    import torch
+
+    from protoef.config import resolve
+    from protoef.inference import predict_videos
+    from protoef.train import build_model
+
+    config = resolve("demo")
+    config.data.mean, config.data.std = 0.1289, 0.1911
+    seed_everything()
+    model = build_model(config).eval()
+    import pandas as pd
+
+    table = pd.read_csv(SYNTHETIC / "FileList.csv") if (SYNTHETIC / "FileList.csv").is_file() else None
+    if table is None:
+        return {"skipped": "no synthetic data set"}
+    names = table[table["Split"] == "TEST"]["FileName"].tolist()[: 8 if quick else 24]
+    paths = [SYNTHETIC / "Videos" / f"{name}.avi" for name in names]
+    predict_videos(model, config, paths[:2])  # warm-up
+    start = time.perf_counter()
+    frame = predict_videos(model, config, paths)
+    seconds = time.perf_counter() - start
+    return {"videos": len(paths), "seconds": seconds, "seconds_per_video": seconds / len(paths),
+            "clips_per_video": float(frame["num_clips"].mean()), "torch_threads": torch.get_num_threads()}
+
+
+# ----------------------------------------------------------------------- 6: GPU
+def gpu(quick: bool) -> dict:
+    """6. Paper shape on CUDA: fp32 vs bf16 autocast, ± channels_last_3d, ± torch.compile."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return {"title": "GPU (paper shape)", "skipped": "no CUDA", "ratios": []}
+    batch = 16
+    timings = gpu_compare(torch.device("cuda"), batch=batch, frames=64, size=112, reps=5 if quick else 20)
+    clips = {k: batch / v["min_s"] for k, v in timings.items()}
+    fastest = max(clips, key=clips.get)
+    training_clips = 7465
+    return {
+        "title": "GPU (paper shape)", "shape": f"{batch}×3×64×112×112, P=40, r2plus1d_18, training step",
+        "gpu": torch.cuda.get_device_name(0),
+        "measurements": {"timings": timings, "clips_per_s": clips},
+        "fastest": fastest,
+        "projected_30_epochs_h": 30 * training_clips / clips[fastest] / 3600,
+        "projection_note": "training steps only (no validation, push, loader stalls): 30 × 7,465 clips ÷ fastest clips/s",
+        "config_defaults_on_cuda": "amp=True (bf16), channels_last=True, compile=False (protoef/config.py)",
+        "ratios": [ratio(f"{k} speed ÷ fp32", clips[k] / clips["fp32"], note=f"{clips[k]:.1f} clips/s") for k in clips if k != "fp32"]
+                  + [ratio(f"projected 30 epochs × 7,465 clips, {fastest} (h)", 30 * training_clips / clips[fastest] / 3600, unit="h",
+                           note="steps only: no validation, push or loader stalls")],
+    }
+
+
+def gpu_compare(device, *, batch: int, frames: int, size: int, reps: int, backbone: str = "r2plus1d_18",
+                compile_variant: bool = True) -> dict:
+    """Interleaved training steps of ProtoEFNet in each precision/layout/compile variant."""
+    import torch
+
+    from protoef.losses import ProtoEFLoss
+    from protoef.model import ProtoEFNet
+
+    configs = {"fp32": (False, False, False), "fp32+cl": (False, True, False), "bf16": (True, False, False),
+               "bf16+cl": (True, True, False)}
+    if compile_variant:
+        configs["bf16+cl+compile"] = (True, True, True)
+    seed_everything()
+    video = torch.randn(batch, 3, frames, size, size, device=device)
+    targets = torch.rand(batch, device=device) * 80 + 10
+    background = torch.rand(batch, 1, 1, size // 8, size // 8, device=device)
+    loss_fn = ProtoEFLoss()
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    steps = {}
+    for name, (amp, channels_last, compiled) in configs.items():
+        model = ProtoEFNet(backbone=backbone).to(device)
+        x = video
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last_3d)
+            x = video.contiguous(memory_format=torch.channels_last_3d)
+        trained = torch.compile(model) if compiled else model
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+
+        def step(model=model, trained=trained, optimizer=optimizer, x=x, amp=amp):
+            optimizer.zero_grad(set_to_none=True)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                out = trained(x)
+            out = out._replace(**{k: getattr(out, k).float() for k in ("ef", "similarities", "occurrence_maps", "weights")})
+            loss, _ = loss_fn(out, targets, model, background=background)
+            loss.backward()
+            optimizer.step()
+            sync()
+        steps[name] = step
+    return interleave(steps, reps, warmup=3)
+
+
+ITEMS = {"head": head, "pooling": pooling, "pipeline": pipeline, "scaling": scaling, "blackbox": blackbox, "gpu": gpu}
