@@ -91,4 +91,5 @@ for notebook in "$ROOT"/notebooks/[0-9][0-9]_*.ipynb; do
     fi
     echo "[run_all] $name done in $((SECONDS - nb_started)) s"
 done
-echo "[run_all] profile '$profile' done in $((SECONDS - started)) s; figures in figures/, executed notebooks in $executed"
+figures="figures"; [ "$profile" != demo ] && figures="figures/$profile"
+echo "[run_all] profile '$profile' done in $((SECONDS - started)) s; figures in $figures/, executed notebooks in $executed"
