@@ -22,6 +22,7 @@ from torch import Tensor
 
 from . import plots
 from .plots import overlay  # noqa: F401 - part of this module's API
+from .data.echonet import gather_clips, normalise_clips
 from .data.video import read_video
 from .model import ProtoEFNet
 
@@ -47,10 +48,7 @@ def upsample_maps(occurrence_maps, size):
 
 def _take_clip(frames: np.ndarray, clip_start: int, clip_length: int, period: int) -> np.ndarray:
     """(F, H, W) → (T, H, W): frames clip_start + k·period, black past the end of the video."""
-    offsets = int(clip_start) + np.arange(clip_length) * int(period)
-    if offsets[-1] >= len(frames):
-        frames = np.concatenate([frames, np.zeros((offsets[-1] + 1 - len(frames), *frames.shape[1:]), frames.dtype)])
-    return frames[offsets]
+    return gather_clips(frames, [int(clip_start)], clip_length, int(period))[0].numpy()
 
 
 def _video(dataset, filename: str) -> np.ndarray:
@@ -72,8 +70,8 @@ def clip_frames(dataset, filename: str, clip_start: int, *, clip_length: int | N
 
 def _normalise(frames: np.ndarray, dataset) -> Tensor:
     """uint8 (T, H, W) → the model input (3, T, H, W), as EchoNet.__getitem__ builds it."""
-    video = (torch.from_numpy(np.ascontiguousarray(frames)).float() / 255.0 - dataset.mean) / dataset.std
-    return video.unsqueeze(0).expand(3, -1, -1, -1).contiguous()
+    clip = torch.from_numpy(np.ascontiguousarray(frames))[None].float() / 255.0  # (1, T, H, W)
+    return normalise_clips(clip, dataset.mean, dataset.std)[0]
 
 
 # --------------------------------------------------------------------------- prototype gallery

@@ -113,9 +113,7 @@ def _save_explanation(model, video, starts, path, explain_dir, prototype_dir, co
 
 def _training_root(config: Config):
     """The run's data root if it is on this machine (prototype source clips live there)."""
-    if config.data.root:
-        root = pathlib.Path(config.data.root)
-    else:
-        d = config.data
-        root = pathlib.Path(d.cache_dir) / f"synthetic-{d.synthetic_videos}-seed{d.synthetic_seed}"
+    from .train import synthetic_root
+
+    root = pathlib.Path(config.data.root) if config.data.root else synthetic_root(config)
     return root if (root / "FileList.csv").is_file() else None

@@ -29,9 +29,9 @@ from .config import Config, from_dict
 from .data import EchoNet, collate_clips, compute_mean_std, oversampling_sampler
 from .losses import ProtoEFLoss, mse_loss
 from .metrics import diversity, regression_metrics, sparsity
-from .model import BlackBoxRegressor, ProtoEFNet
+from .model import BlackBoxRegressor, ProtoEFNet, build_backbone
 
-__all__ = ["fit", "build_model", "load_run_model", "data_root", "predict", "resolve_device", "feature_size"]
+__all__ = ["fit", "build_model", "load_run_model", "data_root", "synthetic_root", "predict", "resolve_device", "feature_size"]
 
 
 # ----------------------------------------------------------------------------- set-up
@@ -54,12 +54,18 @@ def data_root(config: Config) -> pathlib.Path:
                 "folder holding FileList.csv, VolumeTracings.csv and Videos/ (see README, 'Data')."
             )
         return root
-    root = pathlib.Path(config.data.cache_dir) / f"synthetic-{config.data.synthetic_videos}-seed{config.data.synthetic_seed}"
+    root = synthetic_root(config)
     if not (root / "FileList.csv").is_file():
         from .data import synthetic
 
         synthetic.generate(root, videos=config.data.synthetic_videos, seed=config.data.synthetic_seed)
     return root
+
+
+def synthetic_root(config: Config) -> pathlib.Path:
+    """Where the config's synthetic data set lives (whether or not it was generated yet)."""
+    d = config.data
+    return pathlib.Path(d.cache_dir) / f"synthetic-{d.synthetic_videos}-seed{d.synthetic_seed}"
 
 
 def build_model(config: Config) -> torch.nn.Module:
@@ -74,7 +80,7 @@ def build_model(config: Config) -> torch.nn.Module:
 
 def feature_size(config: Config) -> tuple[int, int]:
     """(H', W') of the backbone output for the configured clips (for the background mask)."""
-    backbone = ProtoEFNet(num_prototypes=1, backbone=config.model.backbone).backbone.eval()
+    backbone = build_backbone(config.model.backbone).eval()
     with torch.no_grad():
         shape = backbone(torch.zeros(1, 3, config.data.clip_length, config.data.resize, config.data.resize)).shape
     return tuple(shape[-2:])

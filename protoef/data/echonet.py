@@ -122,10 +122,10 @@ def clip_starts(num_frames: int, span: int, clips, *, generator: torch.Generator
 
 def gather_clips(frames: np.ndarray, starts, clip_length: int, period: int = 1) -> torch.Tensor:
     """uint8 clips (K, T, H, W) of a (F, H, W) video; frames past the end are black (0)."""
-    span = clip_length * period
-    if len(frames) < span:  # zero-pad at the end: black, whatever the normalisation
-        frames = np.concatenate([frames, np.zeros((span - len(frames), *frames.shape[1:]), dtype=np.uint8)])
     offsets = np.arange(clip_length) * period
+    needed = max(int(start) for start in starts) + int(offsets[-1]) + 1
+    if len(frames) < needed:  # zero-pad at the end: black, whatever the normalisation
+        frames = np.concatenate([frames, np.zeros((needed - len(frames), *frames.shape[1:]), dtype=frames.dtype)])
     return torch.from_numpy(np.stack([frames[start + offsets] for start in starts]))
 
 
