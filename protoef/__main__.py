@@ -6,6 +6,7 @@
                                              train, push and test; writes a run directory
     evaluate RUN [--split TEST] [--data DIR] metrics of a trained run on one split
     predict RUN VIDEO_OR_FOLDER [--out DIR]  EF + top prototypes per video, explanation PNGs
+    gallery RUN [--data DIR] [--no-gif]      prototype strips, GIFs and gallery.png of a run
 """
 from __future__ import annotations
 
@@ -87,6 +88,19 @@ def _predict(args) -> int:
     return 1 if "error" in table and table["error"].notna().all() else 0
 
 
+def _gallery(args) -> int:
+    import pathlib
+
+    from protoef.explain import push_dataset, save_prototype_gallery
+
+    run = pathlib.Path(args.run)
+    if not (run / "prototypes" / "prototypes.csv").is_file():
+        raise FileNotFoundError(f"{run}: no prototypes/prototypes.csv; is it a finished ProtoEFNet run (with the push)?")
+    written = save_prototype_gallery(run, push_dataset(run, data=args.data), gif=not args.no_gif)
+    print(f"[gallery] {len(written)} file(s) → {run / 'prototypes'}")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="protoef", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -120,8 +134,14 @@ def main(argv=None) -> int:
     predict.add_argument("--out", default="predictions", help="folder for predictions.csv and explanation PNGs")
     predict.add_argument("--no-figures", action="store_true", help="skip the explanation PNGs")
 
+    gallery = commands.add_parser("gallery", help="draw a run's prototypes: strips, GIFs and gallery.png")
+    gallery.add_argument("run", help="run directory")
+    gallery.add_argument("--data", help="EchoNet-format root holding the source videos, if not the run's own")
+    gallery.add_argument("--no-gif", action="store_true", help="PNG strips only")
+
     args = parser.parse_args(argv)
-    handlers = {"train": _train, "evaluate": _evaluate, "predict": _predict, "check-data": _check_data}
+    handlers = {"train": _train, "evaluate": _evaluate, "predict": _predict, "check-data": _check_data,
+                "gallery": _gallery}
     if args.command in handlers:
         try:
             return handlers[args.command](args)

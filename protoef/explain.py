@@ -22,12 +22,12 @@ from torch import Tensor
 
 from . import plots
 from .plots import overlay  # noqa: F401 - part of this module's API
-from .data.echonet import gather_clips, normalise_clips
+from .data.echonet import EchoNet, gather_clips, normalise_clips
 from .data.video import read_video
 from .model import ProtoEFNet
 
 __all__ = [
-    "upsample_maps", "clip_frames", "overlay", "read_prototypes", "save_prototype_gallery",
+    "upsample_maps", "take_clip", "clip_frames", "model_input", "overlay", "read_prototypes", "push_dataset", "save_prototype_gallery",
     "explain_clip", "explain_video", "plot_local_explanation",
 ]
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ def upsample_maps(occurrence_maps, size):
     return out.numpy() if as_numpy else out
 
 
-def _take_clip(frames: np.ndarray, clip_start: int, clip_length: int, period: int) -> np.ndarray:
+def take_clip(frames: np.ndarray, clip_start: int, clip_length: int, period: int) -> np.ndarray:
     """(F, H, W) → (T, H, W): frames clip_start + k·period, black past the end of the video."""
     return gather_clips(frames, [int(clip_start)], clip_length, int(period))[0].numpy()
 
@@ -64,11 +64,11 @@ def clip_frames(dataset, filename: str, clip_start: int, *, clip_length: int | N
                 period: int | None = None) -> np.ndarray:
     """Raw uint8 frames (T, H, W) of one clip of `filename`, with the data set's clip length,
     period, size and zero padding (the frames the model saw, before normalisation)."""
-    return _take_clip(_video(dataset, filename), clip_start, clip_length or dataset.clip_length,
+    return take_clip(_video(dataset, filename), clip_start, clip_length or dataset.clip_length,
                       period or dataset.period)
 
 
-def _normalise(frames: np.ndarray, dataset) -> Tensor:
+def model_input(frames: np.ndarray, dataset) -> Tensor:
     """uint8 (T, H, W) → the model input (3, T, H, W), as EchoNet.__getitem__ builds it."""
     clip = torch.from_numpy(np.ascontiguousarray(frames))[None].float() / 255.0  # (1, T, H, W)
     return normalise_clips(clip, dataset.mean, dataset.std)[0]
@@ -90,15 +90,39 @@ def read_prototypes(run_dir) -> tuple[pd.DataFrame, dict[int, np.ndarray]]:
     return table, maps
 
 
-def save_prototype_gallery(run_dir, dataset, *, frames_per_strip: int = 8, gif: bool = True,
+def push_dataset(run_dir, *, data=None) -> EchoNet:
+    """The TRAIN split a run pushed its prototypes onto, with the run's clip length, period,
+    size and normalisation (from its ``config.json``). ``data`` replaces the run's data root
+    (a run trained elsewhere); a synthetic set is regenerated if it is missing."""
+    import json
+
+    from .config import from_dict
+    from .train import data_root
+
+    config = from_dict(json.loads((pathlib.Path(run_dir) / "config.json").read_text()))
+    if data is not None:
+        config.data.root = str(data)
+    d = config.data
+    return EchoNet(data_root(config), "TRAIN", clip_length=d.clip_length, period=d.period, clips="deterministic",
+                   resize=d.resize, mean=d.mean, std=d.std,
+                   cache_dir=pathlib.Path(d.cache_dir) / "videos" if d.decoded_cache else None)
+
+
+def save_prototype_gallery(run_dir, dataset=None, *, frames_per_strip: int = 8, gif: bool = True,
                            alpha: float = 0.5) -> list[pathlib.Path]:
     """Per prototype ``prototype_XX.png`` (its source clip's frames with the upsampled map
     overlaid; title: EF label, similarity, source) and ``prototype_XX.gif`` (every clip frame),
     plus ``gallery.png``: all prototypes sorted by EF label, each at the clip frame where its
-    map is strongest. `dataset`: an EchoNet over the root holding the source videos (the
-    push's TRAIN split); its clip length and period must be the training ones. Returns the
-    paths written. A missing source video gives a map-only strip and a warning."""
+    map is strongest, all in the run's ``prototypes/`` folder. `dataset`: an EchoNet over the
+    root holding the source videos, with the training clip length and period; None builds
+    `push_dataset` from the run's config. Returns the paths written. A missing source video
+    gives a map-only strip and a warning.
+
+    Not part of training (nothing plots inside a run): notebook 08 and ``python -m protoef
+    gallery RUN`` call it. ~0.3 s per prototype on a CPU core."""
     folder = _prototype_dir(run_dir)
+    if dataset is None:
+        dataset = push_dataset(folder.parent)
     table, maps = read_prototypes(folder)
     written, cells = [], []
     for row in table.itertuples():
@@ -173,8 +197,8 @@ def explain_video(model: ProtoEFNet, dataset, index: int, *, top: int = 3, clip_
     frame 0 (the data set's deterministic clip; never a random one). A multi-clip test-time
     prediction averages several clips: this explains one of them."""
     start = 0 if clip_start is None else int(clip_start)
-    frames = _take_clip(dataset.frames(index), start, dataset.clip_length, dataset.period)
-    explanation = explain_clip(model, _normalise(frames, dataset), top=top, frames=frames, clip_start=start,
+    frames = take_clip(dataset.frames(index), start, dataset.clip_length, dataset.period)
+    explanation = explain_clip(model, model_input(frames, dataset), top=top, frames=frames, clip_start=start,
                                period=dataset.period)
     explanation.update(filename=dataset.filenames[index], ef_true=float(dataset.records[index].ef), index=int(index))
     return explanation
@@ -186,7 +210,7 @@ def _source_frames(source, filename: str, start: int, length: int, period: int, 
             return None
         if hasattr(source, "filenames"):  # an EchoNet data set over the prototypes' root
             return clip_frames(source, filename, start, clip_length=length, period=period)
-        return _take_clip(read_video(pathlib.Path(source) / "Videos" / filename, size), start, length, period)
+        return take_clip(read_video(pathlib.Path(source) / "Videos" / filename, size), start, length, period)
     except Exception as error:  # noqa: BLE001 - show the map alone
         log.warning("prototype source clip %s unavailable: %s", filename, error)
         return None

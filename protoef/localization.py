@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .explain import _normalise, _take_clip
+from .explain import model_input, take_clip
 from .model import BlackBoxRegressor, ProtoEFNet
 
 __all__ = [
@@ -128,7 +128,7 @@ def _iou_table(map_fn, dataset, *, method: str, threshold, fraction, batch_size:
     rows, pending = [], []
 
     def flush():
-        maps = map_fn(torch.stack([_normalise(clip, dataset) for _, _, clip, _ in pending]))  # (B, P, T', H', W')
+        maps = map_fn(torch.stack([model_input(clip, dataset) for _, _, clip, _ in pending]))  # (B, P, T', H', W')
         for (filename, start, _, traced), clip_maps in zip(pending, maps):
             ious = occurrence_iou(clip_maps, np.stack([m for _, _, m in traced]), [f for _, f, _ in traced],
                                   clip_start=start, clip_length=length, period=period, threshold=threshold, fraction=fraction)
@@ -146,7 +146,7 @@ def _iou_table(map_fn, dataset, *, method: str, threshold, fraction, batch_size:
         except ValueError:  # ED and ES too far apart: one clip for each
             groups = [(covering_clip_start(len(video), [t[1]], clip_length=length, period=period), [t]) for t in traced]
         for start, group in groups:
-            pending.append((dataset.filenames[index], start, _take_clip(video, start, length, period), group))
+            pending.append((dataset.filenames[index], start, take_clip(video, start, length, period), group))
             if len(pending) == batch_size:
                 flush()
     if pending:

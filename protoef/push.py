@@ -97,7 +97,8 @@ def _top_prototypes(weights: np.ndarray, labels: np.ndarray, top: int = 3) -> di
     return columns
 
 
-def _save_prototypes(out: pathlib.Path, result: PushResult, push_set) -> None:
+def _save_prototypes(out: pathlib.Path, result: PushResult) -> None:
+    """The prototype artefacts as data; the pictures are drawn from them later (explain)."""
     folder = out / "prototypes"
     folder.mkdir(parents=True, exist_ok=True)
     runs.write_csv(folder / "prototypes.csv", result.table)
@@ -105,12 +106,6 @@ def _save_prototypes(out: pathlib.Path, result: PushResult, push_set) -> None:
         path = folder / f"prototype_{row.prototype:02d}.npz"
         np.savez_compressed(path, occurrence_map=occurrence_map, feature=result.prototypes[row.prototype].numpy(),
                             ef_label=row.ef_label, source_filename=row.source_filename, clip_start=row.clip_start)
-    try:  # the PNG strips are a convenience: a plotting problem must not lose the run
-        from .explain import save_prototype_gallery
-
-        save_prototype_gallery(out, push_set)
-    except Exception as error:  # noqa: BLE001
-        log.warning("prototype strips not written: %s", error)
 
 
 def finish_run(model, config, sets, context, out: pathlib.Path, best_path: pathlib.Path) -> dict:
@@ -148,7 +143,7 @@ def finish_run(model, config, sets, context, out: pathlib.Path, best_path: pathl
                 parameter.requires_grad_(True)
         metrics["val"]["post_push"], _ = evaluate(model, val_loader, context, desc="validate")
         metrics["test"]["post_push"], predictions = evaluate(model, test_loader, context, desc="test")
-        _save_prototypes(out, result, sets["push"])
+        _save_prototypes(out, result)
     table = pd.DataFrame({"filename": predictions["filename"], "ef": predictions["ef"], "prediction": predictions["prediction"]})
     if "weights" in predictions:
         labels = model.prototype_labels.cpu().numpy()

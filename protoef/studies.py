@@ -18,7 +18,7 @@ import torch
 from matplotlib.figure import Figure
 
 from . import companion
-from .explain import _normalise, _take_clip, overlay, upsample_maps
+from .explain import model_input, take_clip, overlay, upsample_maps
 from .localization import covering_clip_start, gradcam, occurrence_iou
 
 __all__ = [
@@ -280,8 +280,8 @@ def localization_examples(model, blackbox, dataset, indices, *, frame: str = "ED
         video, masks = dataset.frames(index), dataset.masks(index)
         traced, mask = int(masks[f"{frame.lower()}_frame"]), masks[f"{frame.lower()}_mask"]
         start = covering_clip_start(len(video), [traced], clip_length=dataset.clip_length, period=dataset.period)
-        clip = _take_clip(video, start, dataset.clip_length, dataset.period)
-        x = _normalise(clip, dataset)[None]
+        clip = take_clip(video, start, dataset.clip_length, dataset.period)
+        x = model_input(clip, dataset)[None]
         with torch.no_grad():
             output = model.eval()(x)
         j = int(output.weights[0].argmax())

@@ -16,6 +16,7 @@ import dataclasses
 import math
 import os
 import pathlib
+import time
 
 import numpy as np
 import pandas as pd
@@ -297,16 +298,20 @@ def fit(config: Config, out_dir, *, resume: bool = False) -> dict:
             sampler = torch.utils.data.RandomSampler(sets["train"], generator=generator)
         if context.distributed:  # each rank takes every world-th draw of the same sequence
             sampler = list(sampler)[context.rank :: context.world]
+        started = time.perf_counter()
         losses = train_epoch(trained, _loader(sets["train"], config, shuffle_seed=seed, sampler=sampler), loss_fn,
                              optimizer, context, desc=f"epoch {epoch + 1}/{config.optim.epochs}")
         if not context.main:
             dist.barrier()
             continue
+        trained_at = time.perf_counter()
         val_metrics, _ = evaluate(model, val_loader, context, desc="validate")
+        seconds = {"seconds_train": trained_at - started, "seconds_val": time.perf_counter() - trained_at}
         scheduler.step(val_metrics["r2"] if np.isfinite(val_metrics["r2"]) else -math.inf)
         row = {"epoch": epoch + 1, **{f"train_{k}": v for k, v in losses.items()},
                **{f"val_{k}": val_metrics[k] for k in ("mae", "rmse", "r2", "f1_40")},
-               **{f"lr_{g.get('name', i)}": g["lr"] for i, g in enumerate(optimizer.param_groups)}}
+               **{f"lr_{g.get('name', i)}": g["lr"] for i, g in enumerate(optimizer.param_groups)},
+               **seconds}  # wall clock: the only columns a resumed run does not reproduce
         history.append(row)
         tqdm.write(f"[train] epoch {epoch + 1}/{config.optim.epochs}  loss {losses['loss']:.4f}  "
                    f"val MAE {val_metrics['mae']:.2f}  RMSE {val_metrics['rmse']:.2f}  R² {val_metrics['r2']:.3f}")

@@ -24,6 +24,7 @@ from protoef.data import (
     compute_mean_std,
     oversampling_sampler,
 )
+from protoef.data.video import read_frames
 
 SIZE = 64  # frame size of the hand-built videos (a multiple of the feature size 8)
 
@@ -256,6 +257,49 @@ def test_video_cache_round_trip(quirky_root, tmp_path):
     cache = VideoCache(tmp_path / "cache")
     assert (plain.records[0].path, (SIZE, SIZE)) in cache
     assert (plain.records[0].path, (32, 32)) not in cache  # another size is another entry
+
+
+@pytest.mark.parametrize("options", [dict(clips="random"), dict(clips="all"), dict(clips=2, period=3),
+                                     dict(clips="deterministic", period=4), dict(clips="random", resize=32)])
+def test_selective_decode_gives_the_clips_of_a_full_decode(quirky_root, tmp_path, options):
+    # Without a cache only the clip frames are decoded (read_frames); with one the whole
+    # video is read and the clips gathered from it. Same seed → the same item, every mode.
+    plain = make(quirky_root, "TRAIN", expect_warning=True, **options)
+    cached = make(quirky_root, "TRAIN", expect_warning=True, cache_dir=tmp_path / "cache", **options)
+    for index in range(len(plain)):  # includes the 20-frame video (padded) and the 48×80 one
+        torch.manual_seed(index)
+        selective = plain[index]
+        torch.manual_seed(index)
+        full = cached[index]
+        assert selective["clip_starts"].tolist() == full["clip_starts"].tolist()
+        assert torch.equal(selective["video"], full["video"])
+
+
+def test_read_frames_order_repeats_padding_and_a_lying_header(tmp_path):
+    path = tmp_path / "index.avi"
+    write_avi(path, index_video(100))
+    levels = frame_levels(path)
+    frames = read_frames(path, lambda count: [7, 3, 3, 99, 100, 250])
+    assert frames.shape == (6, SIZE, SIZE)
+    nearest = np.abs(frames[:4].mean(axis=(1, 2))[:, None] - levels[None]).argmin(axis=1)
+    assert nearest.tolist() == [7, 3, 3, 99]
+    assert not frames[4:].any()  # past the end: black
+    # A truncated file: the header still says 100 frames, the decoder yields fewer. The
+    # frames must then be those of a full decode, chosen for the true count.
+    truncated = tmp_path / "truncated.avi"
+    truncated.write_bytes(path.read_bytes()[: int(path.stat().st_size * 0.6)])
+    decodable = len(frame_levels(truncated))
+    assert 0 < decodable < 100 and int(cv2.VideoCapture(str(truncated)).get(cv2.CAP_PROP_FRAME_COUNT)) == 100
+    counts = []
+
+    def last_four(count):
+        counts.append(count)
+        return list(range(count - 4, count))
+
+    frames = read_frames(truncated, last_four)
+    assert counts == [100, decodable]
+    nearest = np.abs(frames.mean(axis=(1, 2))[:, None] - levels[None]).argmin(axis=1)
+    assert nearest.tolist() == list(range(decodable - 4, decodable))
 
 
 def test_mean_std_matches_numpy(quirky_root):

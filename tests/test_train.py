@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 import time
@@ -50,6 +51,9 @@ def test_run_directory_is_complete_and_well_formed(finished_run, cache):
     assert list(history["epoch"]) == [1, 2]
     assert history["train_loss"].iloc[-1] < history["train_loss"].iloc[0]  # it learns something
     assert history["train_occurrence"].gt(0).all()  # the occurrence mask has background
+    assert history["seconds_train"].gt(0).all() and history["seconds_val"].gt(0).all()
+    # Nothing plots inside a run: the prototype pictures are drawn afterwards, on request.
+    assert not list((out / "prototypes").glob("*.png")) and not list((out / "prototypes").glob("*.gif"))
     metrics = json.loads((out / "metrics.json").read_text())
     for split in ("val", "test"):
         for stage in ("pre_push", "post_push"):
@@ -108,7 +112,9 @@ def test_same_seed_same_result_and_resume_after_kill_equals_uninterrupted(finish
         fit(smoke(cache), killed)
     fit(smoke(cache), killed, resume=True)
     assert _metrics(killed) == _metrics(finished_run)
-    assert pd.read_csv(killed / "history.csv").equals(pd.read_csv(finished_run / "history.csv"))
+    timing = ["seconds_train", "seconds_val"]  # wall clock, the one thing allowed to differ
+    resumed, uninterrupted = (pd.read_csv(run / "history.csv") for run in (killed, finished_run))
+    assert resumed.drop(columns=timing).equals(uninterrupted.drop(columns=timing))
 
 
 def test_predict_cli_on_a_synthetic_avi(finished_run, cache, tmp_path):
@@ -124,6 +130,17 @@ def test_predict_cli_on_a_synthetic_avi(finished_run, cache, tmp_path):
     bad = tmp_path / "bad.avi"
     bad.write_bytes(b"not a video")
     assert cli(["predict", str(finished_run), str(bad), "--out", str(tmp_path / "bad"), "--no-figures"]) == 1
+
+
+def test_gallery_cli_draws_a_finished_run(finished_run, tmp_path, capsys):
+    run = tmp_path / "copy"
+    shutil.copytree(finished_run, run)
+    assert cli(["gallery", str(run), "--no-gif"]) == 0
+    prototypes = len(pd.read_csv(run / "prototypes" / "prototypes.csv"))
+    assert {p.name for p in (run / "prototypes").glob("*.png")} == {f"prototype_{j:02d}.png" for j in range(prototypes)} | {"gallery.png"}
+    assert not list((run / "prototypes").glob("*.gif"))
+    assert cli(["gallery", str(tmp_path)]) == 2  # not a run: one clear line
+    assert "no prototypes/prototypes.csv" in capsys.readouterr().err
 
 
 def test_broken_checkpoints_give_clear_errors(finished_run, tmp_path, capsys):

@@ -29,7 +29,7 @@ import torch
 from torch.utils.data import Dataset, WeightedRandomSampler
 
 from .tracings import background_mask, trace_mask
-from .video import VideoCache, VideoReadError, probe_video, read_video
+from .video import VideoCache, VideoReadError, probe_video, read_frames, read_video
 
 __all__ = [
     "EchoNet",
@@ -317,11 +317,30 @@ class EchoNet(Dataset):
         return {"ed_frame": ed_frame, "es_frame": es_frame, "ed_mask": traced[ed_frame], "es_mask": traced[es_frame]}
 
     # -- the item ----------------------------------------------------------------------
+    def _clips(self, index: int) -> tuple[torch.Tensor, list[int]]:
+        """uint8 clips (K, T, H, W) of a video and their start frames (clip semantics above).
+
+        With the decoded cache the whole video is read (and cached); without it only the
+        clip's frames are decoded (`read_frames`): same clips, a fraction of the decode.
+        """
+        span = self.clip_length * self.period
+        if self.cache is not None:
+            frames = self.frames(index)  # (F, H, W) uint8
+            starts = clip_starts(len(frames), span, self.clips)
+            return gather_clips(frames, starts, self.clip_length, self.period), starts
+        chosen: list[int] = []
+
+        def select(num_frames: int) -> np.ndarray:
+            chosen[:] = clip_starts(num_frames, span, self.clips)
+            return (np.asarray(chosen)[:, None] + np.arange(self.clip_length) * self.period).ravel()  # (K·T,)
+
+        frames = read_frames(self.records[index].path, select, self.size)  # (K·T, H, W)
+        return torch.from_numpy(frames.reshape(len(chosen), self.clip_length, *frames.shape[1:])), list(chosen)
+
     def __getitem__(self, index: int) -> dict:
         record = self.records[index]
-        frames = self.frames(index)  # (F, H, W) uint8
-        starts = clip_starts(len(frames), self.clip_length * self.period, self.clips)
-        video = gather_clips(frames, starts, self.clip_length, self.period).float().div_(255.0)  # (K, T, H, W)
+        video, starts = self._clips(index)
+        video = video.float().div_(255.0)  # (K, T, H, W) on the [0, 1] scale
 
         item = {"filename": record.filename, "ef": record.ef, "clip_starts": torch.tensor(starts)}
         masks = self.masks(index) if self.with_masks else None

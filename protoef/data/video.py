@@ -9,12 +9,13 @@ from __future__ import annotations
 import hashlib
 import os
 import pathlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
-__all__ = ["VideoReadError", "VideoInfo", "probe_video", "read_video", "VideoCache"]
+__all__ = ["VideoReadError", "VideoInfo", "probe_video", "read_video", "read_frames", "VideoCache"]
 
 # Decoding happens inside DataLoader workers; OpenCV's own thread pool would only fight
 # them for the same cores.
@@ -39,15 +40,20 @@ def _to_gray(frame: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
 
 
-def probe_video(path) -> VideoInfo:
-    """Open a video and decode its first frame; raise `VideoReadError` if either fails."""
-    path = pathlib.Path(path)
+def _open(path: pathlib.Path) -> cv2.VideoCapture:
     if not path.is_file():
         raise VideoReadError(f"{path}: file not found")
     capture = cv2.VideoCapture(str(path))
+    if not capture.isOpened():
+        raise VideoReadError(f"{path}: OpenCV cannot open it (not a readable video container)")
+    return capture
+
+
+def probe_video(path) -> VideoInfo:
+    """Open a video and decode its first frame; raise `VideoReadError` if either fails."""
+    path = pathlib.Path(path)
+    capture = _open(path)
     try:
-        if not capture.isOpened():
-            raise VideoReadError(f"{path}: OpenCV cannot open it (not a readable video container)")
         ok, frame = capture.read()
         if not ok or frame is None:
             raise VideoReadError(f"{path}: no frame could be decoded (empty or corrupt file)")
@@ -61,6 +67,13 @@ def probe_video(path) -> VideoInfo:
         capture.release()
 
 
+def _prepare(frame: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
+    frame = _to_gray(frame)
+    if size is not None and frame.shape != tuple(size):
+        frame = cv2.resize(frame, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+    return frame
+
+
 def read_video(path, size: tuple[int, int] | None = None) -> np.ndarray:
     """Decode every frame of ``path`` into a grayscale uint8 array (F, H, W).
 
@@ -69,26 +82,68 @@ def read_video(path, size: tuple[int, int] | None = None) -> np.ndarray:
     truncated file yields the frames before the damage, and the dataset pads short videos.
     """
     path = pathlib.Path(path)
-    if not path.is_file():
-        raise VideoReadError(f"{path}: file not found")
-    capture = cv2.VideoCapture(str(path))
-    if not capture.isOpened():
-        raise VideoReadError(f"{path}: OpenCV cannot open it (not a readable video container)")
+    capture = _open(path)
     frames = []
     try:
         while True:
             ok, frame = capture.read()
             if not ok or frame is None:
                 break
-            frame = _to_gray(frame)
-            if size is not None and frame.shape != tuple(size):
-                frame = cv2.resize(frame, (size[1], size[0]), interpolation=cv2.INTER_AREA)
-            frames.append(frame)
+            frames.append(_prepare(frame, size))
     finally:
         capture.release()
     if not frames:
         raise VideoReadError(f"{path}: no frame could be decoded (empty or corrupt file)")
     return np.stack(frames)  # (F, H, W) uint8
+
+
+def read_frames(path, select: Callable[[int], Sequence[int]], size: tuple[int, int] | None = None) -> np.ndarray:
+    """Decode only the frames a clip needs: (len(indices), H, W) uint8.
+
+    ``select(num_frames)`` receives the video's frame count and returns the wanted frame
+    indices (any order, repeats allowed); indices at or past the end come back black (0),
+    as `gather_clips` pads short videos. Frames before the last wanted one are only
+    *grabbed* (demuxed and decoded, never converted to grey or resized) and decoding stops
+    after it, so a 64-frame clip of a 175-frame video costs a fraction of `read_video`
+    (ratios: benchmarks/README.md).
+
+    The count is the container's. If the decoder ends before a wanted frame the header
+    promised (a truncated file, a wrong header), the whole video is decoded and ``select``
+    is called once more with the true count: the result is then exactly `read_video`
+    followed by indexing, and ``select`` may have drawn random numbers twice.
+    """
+    path = pathlib.Path(path)
+    capture = _open(path)
+    try:
+        count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+        if count > 0:  # some containers report 0 or -1: decode everything below
+            wanted = [int(index) for index in select(count)]
+            decoded = _decode_selected(capture, sorted({i for i in wanted if 0 <= i < count}), size)
+            if decoded is not None:
+                blank = np.zeros_like(next(iter(decoded.values())))
+                return np.stack([decoded.get(index, blank) for index in wanted])
+    finally:
+        capture.release()
+    frames = read_video(path, size)  # header and stream disagree: take the decoder's word
+    wanted = [int(index) for index in select(len(frames))]
+    blank = np.zeros_like(frames[0])
+    return np.stack([frames[index] if 0 <= index < len(frames) else blank for index in wanted])
+
+
+def _decode_selected(capture, needed: list[int], size) -> dict[int, np.ndarray] | None:
+    """{index: frame} for the sorted `needed` indices, or None if the stream ends first."""
+    decoded, position = {}, 0
+    for index in needed:
+        while position < index:
+            if not capture.grab():
+                return None
+            position += 1
+        ok, frame = capture.read()
+        if not ok or frame is None:
+            return None
+        decoded[index] = _prepare(frame, size)
+        position += 1
+    return decoded or None
 
 
 class VideoCache:
