@@ -13,6 +13,8 @@ from .items import ITEMS
 def _fmt(value: float, unit: str) -> str:
     if unit in ("s", "h"):
         return f"{value:.3f} {unit}" if unit == "s" else f"{value:.1f} h"
+    if unit == "/s":
+        return f"{value:.0f} /s"
     return f"{value:.3g}×" if value < 100 else f"{value:.0f}×"
 
 
@@ -38,7 +40,18 @@ def write_table() -> str:
               "| item | measure | value | target | holds | notes (1-min load average at the item's start; 2 cores) |", "|---|---|---|---|---|---|", *rows, ""]
     text = "\n".join(lines)
     (RESULTS / "README.md").write_text(text)
+    _update_readme("\n".join(lines[4:]).strip())
     return text
+
+
+def _update_readme(table: str) -> None:
+    """Replace the block between the benchmark markers of the top-level README, if present."""
+    readme = RESULTS.parent.parent / "README.md"
+    begin, end = "<!-- benchmarks:begin -->", "<!-- benchmarks:end -->"
+    text = readme.read_text() if readme.is_file() else ""
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        readme.write_text(f"{head}{begin}\n{table}\n{end}{rest.split(end, 1)[1]}")
 
 
 def main() -> None:

@@ -28,7 +28,7 @@ def _step_comparison(shape_name: str, quick: bool) -> dict:
     from .child import make_step
 
     base = DEMO if shape_name == "demo" else PAPER
-    reps = (10 if quick else 30) if shape_name == "demo" else (1 if quick else 3)
+    reps = (10 if quick else 30) if shape_name == "demo" else (1 if quick else 5)
     warmup = 3 if shape_name == "demo" else 0  # a paper-shape step costs ~15 s on 2 cores; min over reps drops warm-up
     seed_everything()
     steps = {kind: make_step({**base, "model": kind}) for kind in ("backbone", "protoef", "blackbox")}
@@ -55,7 +55,7 @@ def head(quick: bool) -> dict:
             f"head overhead, {shape_name} shape ({comparison['shape']}), whole steps",
             direct, "<= 1.10" if shape_name == "demo" else None,
             note=f"min of {t['protoef']['n']} interleaved steps; median ratio {t['protoef']['median_s'] / t['backbone']['median_s']:.3f}"
-                 + ("" if shape_name == "demo" else "; too few reps on a shared 2-core CPU to judge ±10 %, see next row")))
+                 + ("" if shape_name == "demo" else "; a ~7 s step on 2 cores varies by ±10 % between reps: the next row is the stable one")))
         result["ratios"].append(ratio(
             f"head overhead, {shape_name} shape, 1 + head step ÷ backbone step", composed, "<= 1.10",
             note=f"head alone {t['head_only']['min_s'] * 1000:.1f} ms (min of {t['head_only']['n']}) vs backbone "
@@ -104,12 +104,27 @@ def pooling(quick: bool) -> dict:
 
 
 # ----------------------------------------------------------------------- 3: input pipeline vs model
-def _train_dataset(root, *, clip_length, period, resize, feature_size, dilation, cache_dir, limit):
+def _full_decode_class():
+    """EchoNet as it read videos before selective decode: the whole video, then the clips
+    (the 'before' of the selective-decode ratio; same clips, see tests/test_echonet.py)."""
+    from protoef.data import EchoNet, clip_starts, gather_clips
+    from protoef.data.video import read_video
+
+    class FullDecode(EchoNet):
+        def _clips(self, index):
+            frames = read_video(self.records[index].path, self.size)
+            starts = clip_starts(len(frames), self.clip_length * self.period, self.clips)
+            return gather_clips(frames, starts, self.clip_length, self.period), starts
+
+    return FullDecode
+
+
+def _train_dataset(root, *, clip_length, period, resize, feature_size, dilation, cache_dir, limit, full_decode=False):
     from protoef.data import EchoNet
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        dataset = EchoNet(root, "TRAIN", clip_length=clip_length, period=period, resize=resize, clips="random",
+        dataset = (_full_decode_class() if full_decode else EchoNet)(root, "TRAIN", clip_length=clip_length, period=period, resize=resize, clips="random",
                           augment=True, rotation_degrees=10.0, with_masks=True, feature_size=feature_size,
                           background_dilation=dilation, mean=0.1289, std=0.1911, cache_dir=cache_dir)
     if limit is not None:
@@ -147,6 +162,7 @@ def pipeline(quick: bool) -> dict:
         common = dict(clip_length=d.clip_length, period=d.period, resize=d.resize, feature_size=fsize,
                       dilation=d.background_dilation, limit=videos)
         cold = _train_dataset(root, cache_dir=None, **common)
+        cold_full = _train_dataset(root, cache_dir=None, full_decode=True, **common)
         warm = _train_dataset(root, cache_dir=tmp / "videos", **common)
         for index in range(len(warm)):  # fill the decoded cache (an epoch-1 cost, untimed)
             warm.frames(index)
@@ -167,11 +183,12 @@ def pipeline(quick: bool) -> dict:
                 step()
                 single_steps.append(time.perf_counter() - start)
 
-        timings = interleave({"cold": lambda: epoch(cold), "warm": lambda: epoch(warm), "step": steps}, reps, warmup=1)
+        timings = interleave({"cold": lambda: epoch(cold), "cold_full_decode": lambda: epoch(cold_full),
+                              "warm": lambda: epoch(warm), "step": steps}, reps, warmup=1)
         del single_steps[:steps_per_rep]  # the warm-up block
         timings["single_step"] = stats(single_steps)
         model_rate = DEMO["batch"] / timings["single_step"]["min_s"]
-        rates = {k: len(cold) / timings[k]["min_s"] for k in ("cold", "warm")}
+        rates = {k: len(cold) / timings[k]["min_s"] for k in ("cold", "cold_full_decode", "warm")}
 
         # Paper profile, one process (num_workers=0): per-core cost of one training item.
         paper = resolve("paper")
@@ -180,13 +197,15 @@ def pipeline(quick: bool) -> dict:
         pcommon = dict(clip_length=paper.data.clip_length, period=paper.data.period, resize=paper.data.resize,
                        feature_size=(14, 14), dilation=paper.data.background_dilation, limit=paper_videos)
         pcold = _train_dataset(root, cache_dir=None, **pcommon)
+        pcold_full = _train_dataset(root, cache_dir=None, full_decode=True, **pcommon)
         pwarm = _train_dataset(root, cache_dir=tmp / "videos-paper", **pcommon)
         for index in range(len(pwarm)):
             pwarm.frames(index)
         torch.manual_seed(SEED)
         ptimes = interleave({"cold": lambda: [pcold[i] for i in range(len(pcold))],
-                             "warm": lambda: [pwarm[i] for i in range(len(pwarm))]}, 2, warmup=0)
-        for k in ("cold", "warm"):
+                             "cold_full_decode": lambda: [pcold_full[i] for i in range(len(pcold_full))],
+                             "warm": lambda: [pwarm[i] for i in range(len(pwarm))]}, 3, warmup=1)
+        for k in ("cold", "cold_full_decode", "warm"):
             per_core[k] = len(pcold) / ptimes[k]["min_s"]
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -212,7 +231,8 @@ def pipeline(quick: bool) -> dict:
                    "paper_items": "64 frames, period 1, 112×112, augment + masks, num_workers=0"},
         "data": str(root.relative_to(ROOT) if root.is_relative_to(ROOT) else root),
         "videos_per_epoch": len(cold),
-        "measurements": {"loader_cold": timings["cold"], "loader_warm": timings["warm"],
+        "measurements": {"loader_cold": timings["cold"], "loader_cold_full_decode": timings["cold_full_decode"],
+                         "loader_warm": timings["warm"],
                          f"model_{steps_per_rep}_steps": timings["step"], "model_single_step": timings["single_step"],
                          "loader_videos_per_s": rates, "model_clips_per_s": model_rate,
                          "paper_items_single_process": ptimes},
@@ -221,7 +241,22 @@ def pipeline(quick: bool) -> dict:
                          note=f"{rates['cold']:.0f} videos/s (whole epoch of {len(cold)} videos incl. worker start-up, min of {reps}) "
                               f"vs {model_rate:.0f} clips/s (batch ÷ min single step of {len(single_steps)})"),
                    ratio("pipeline ÷ model, warm (decoded cache), demo", rates["warm"] / model_rate, ">= 2",
-                         note=f"{rates['warm']:.0f} videos/s vs {model_rate:.0f} clips/s")],
+                         note=f"{rates['warm']:.0f} videos/s vs {model_rate:.0f} clips/s"),
+                   ratio("pipeline ÷ model, cold, with the old whole-video decode (replaced; the before of the next row)",
+                         rates["cold_full_decode"] / model_rate, ">= 2",
+                         note=f"{rates['cold_full_decode']:.0f} videos/s vs {model_rate:.0f} clips/s"),
+                   ratio("selective ÷ full decode, cold loader, demo (after ÷ before speed)",
+                         rates["cold"] / rates["cold_full_decode"], ">= 1.2",
+                         note=f"{rates['cold']:.0f} vs {rates['cold_full_decode']:.0f} videos/s, 8 frames every 8th of ≈167"),
+                   ratio("selective ÷ full decode, one process, paper items (after ÷ before speed)",
+                         per_core["cold"] / per_core["cold_full_decode"], ">= 1.2",
+                         note=f"{per_core['cold']:.0f} vs {per_core['cold_full_decode']:.0f} items/s, 64 frames at 112², augment + masks, "
+                              f"decoded cache {per_core['warm']:.0f} items/s"),
+                   ratio(f"paper profile: GPU clips/s that {workers} workers feed with 2× headroom, cold", workers * per_core["cold"] / 2,
+                         unit="/s", note=f"{per_core['cold']:.0f} items/s per core × {workers} workers ÷ 2 (assumptions in the JSON); "
+                                         f"14 workers: {14 * per_core['cold'] / 2:.0f}/s"),
+                   ratio(f"paper profile: GPU clips/s that {workers} workers feed with 2× headroom, decoded cache", workers * per_core["warm"] / 2,
+                         unit="/s", note=f"{per_core['warm']:.0f} items/s per core × {workers} workers ÷ 2; 14 workers: {14 * per_core['warm'] / 2:.0f}/s")],
     }
 
 
@@ -308,6 +343,62 @@ def _predict_latency(quick: bool) -> dict:
             "clips_per_video": float(frame["num_clips"].mean()), "torch_threads": torch.get_num_threads()}
 
 
+# ----------------------------------------------------------------------- run end
+def runend(quick: bool) -> dict:
+    """End of a demo run (evaluate, push, evaluate, artefacts) vs the prototype gallery that
+    used to be drawn inside it; now notebook 08 / `protoef gallery` draw it on request."""
+    import copy
+
+    import torch
+
+    from protoef import runs
+    from protoef.config import resolve
+    from protoef.explain import save_prototype_gallery
+    from protoef.push import finish_run
+    from protoef.train import _Context, _datasets, build_model
+
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix="protoef-bench-end-"))
+    try:
+        root = _data_root(tmp)
+        config = resolve("demo", {"data.cache_dir": str(tmp), "device": "cpu"})
+        config.data.mean, config.data.std = 0.1289, 0.1911
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            sets = _datasets(config, root)
+        context = _Context(config)
+        seed_everything()
+        model = build_model(config)
+        initial = copy.deepcopy(model.state_dict())  # finish_run pushes: restart from the same weights
+        count = iter(range(100))
+
+        def end_of_run():
+            out = tmp / f"run{next(count)}"
+            model.load_state_dict(initial)
+            runs.save_checkpoint(out / "checkpoints" / "best.pt", {"model": initial, "epoch": 0, "config": config.to_dict()})
+            torch.manual_seed(SEED)
+            finish_run(model, config, sets, context, out, out / "checkpoints" / "best.pt")
+            return out
+
+        outs = []
+        timings = interleave({"finish_run": lambda: outs.append(end_of_run()),
+                              "gallery": lambda: save_prototype_gallery(outs[-1], sets["push"])},
+                             1 if quick else 2, warmup=1)  # the warm-up also fills the decoded cache
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    finish, gallery = timings["finish_run"]["min_s"], timings["gallery"]["min_s"]
+    return {
+        "title": "End of a run, with and without the prototype gallery (demo profile)",
+        "shapes": {"demo": f"P={config.model.num_prototypes}, {len(sets['push'])} push videos, "
+                           f"{len(sets['val'])} val + {len(sets['test'])} test videos (×{config.data.test_clips} clips)"},
+        "measurements": timings,
+        "ratios": [ratio("run end before ÷ after moving the gallery out (speed-up)", (finish + gallery) / finish, ">= 1.2",
+                         note=f"finish_run {finish:.1f} s + gallery {gallery:.1f} s before, {finish:.1f} s now; "
+                              f"min of {timings['gallery']['n']}"),
+                   ratio("prototype gallery, per run (s)", gallery, unit="s",
+                         note=f"{config.model.num_prototypes} strips + GIFs + gallery.png; saved in each of the 15 sweep runs of notebooks 04 and 06")],
+    }
+
+
 # ----------------------------------------------------------------------- 6: GPU
 def gpu(quick: bool) -> dict:
     """6. Paper shape on CUDA: fp32 vs bf16 autocast, ± channels_last_3d, ± torch.compile."""
@@ -375,4 +466,5 @@ def gpu_compare(device, *, batch: int, frames: int, size: int, reps: int, backbo
     return interleave(steps, reps, warmup=3)
 
 
-ITEMS = {"head": head, "pooling": pooling, "pipeline": pipeline, "scaling": scaling, "blackbox": blackbox, "gpu": gpu}
+ITEMS = {"head": head, "pooling": pooling, "pipeline": pipeline, "scaling": scaling, "blackbox": blackbox,
+         "runend": runend, "gpu": gpu}

@@ -229,13 +229,15 @@ def gradcam(model: nn.Module, video: Tensor, *, layer=None, normalize: bool = Tr
 
 
 def gradcam_iou_table(model: nn.Module, dataset, *, layer=None, threshold="top", fraction: float | None = None,
-                      absolute: bool = False, batch_size: int = 8, progress: bool = True) -> pd.DataFrame:
-    """`occurrence_iou_table` for the Grad-CAM map (one map per clip: prototype = 0,
-    method = "gradcam")."""
+                      absolute: bool = False, batch_size: int = 8, progress: bool = True,
+                      method: str | None = None) -> pd.DataFrame:
+    """`occurrence_iou_table` for the Grad-CAM map (one map per clip: prototype = 0;
+    method = "gradcam", or "gradcam <layer>" when a layer name is given)."""
+    method = method or ("gradcam" if layer is None or not isinstance(layer, str) else f"gradcam {layer}")
     device = next(model.parameters()).device
 
     def maps(video):
         return gradcam(model, video.to(device), layer=layer, absolute=absolute)[:, None].float().cpu().numpy()
 
-    return _iou_table(maps, dataset, method="gradcam", threshold=threshold, fraction=fraction,
+    return _iou_table(maps, dataset, method=method, threshold=threshold, fraction=fraction,
                       batch_size=batch_size, progress=progress)

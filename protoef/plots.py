@@ -152,10 +152,10 @@ def embedding_scatter(table, *, title: str | None = None, ax=None, cmap: str = "
 
 def iou_boxplot(table, *, title: str = "Map vs LV mask IoU") -> Figure:
     """Distribution of IoU per method and frame kind (rows of the `*_iou_table` functions)."""
-    figure = Figure(figsize=(5.0, 3.2), layout="constrained")
-    ax = figure.subplots()
     groups = [(f"{method}\n{frame}", part["iou"].dropna().to_numpy())
               for (method, frame), part in table.groupby(["method", "frame"], sort=True)]
+    figure = Figure(figsize=(max(5.0, 1.1 * len(groups)), 3.2), layout="constrained")
+    ax = figure.subplots()
     ax.boxplot([values for _, values in groups], showmeans=True)
     ax.set_xticks(range(1, len(groups) + 1), [name for name, _ in groups], fontsize=8)
     ax.set_ylabel("IoU")

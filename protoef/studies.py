@@ -270,12 +270,14 @@ def iou_per_prototype(table: pd.DataFrame, labels=None) -> pd.DataFrame:
     return out
 
 
-def localization_examples(model, blackbox, dataset, indices, *, frame: str = "ED") -> Figure:
+def localization_examples(model, blackbox, dataset, indices, *, frame: str = "ED", gradcam_layers=(None,)) -> Figure:
     """Per video (rows): the traced `frame` with the LV outline; ProtoEFNet's occurrence map
-    of its top-β prototype; the black box's Grad-CAM. Each map is min–max scaled for display;
-    titles give the IoU of `localization.occurrence_iou` (top-q rule)."""
-    figure = Figure(figsize=(7.0, 2.4 * len(indices)), layout="constrained")
-    axes = figure.subplots(len(indices), 3, squeeze=False)
+    of its top-β prototype; the black box's Grad-CAM at each of `gradcam_layers` (None: the
+    default layer4). Each map is min–max scaled for display; titles give the IoU of
+    `localization.occurrence_iou` (top-q rule)."""
+    columns = 2 + len(gradcam_layers)
+    figure = Figure(figsize=(2.35 * columns, 2.4 * len(indices)), layout="constrained")
+    axes = figure.subplots(len(indices), columns, squeeze=False)
     for row, index in zip(axes, indices):
         video, masks = dataset.frames(index), dataset.masks(index)
         traced, mask = int(masks[f"{frame.lower()}_frame"]), masks[f"{frame.lower()}_mask"]
@@ -285,8 +287,9 @@ def localization_examples(model, blackbox, dataset, indices, *, frame: str = "ED
         with torch.no_grad():
             output = model.eval()(x)
         j = int(output.weights[0].argmax())
-        maps = {f"occurrence, prototype {j}": output.occurrence_maps[0, j].float().numpy(),
-                "Grad-CAM (black box)": gradcam(blackbox, x)[0].float().numpy()}
+        maps = {f"occurrence, prototype {j}": output.occurrence_maps[0, j].float().numpy()}
+        for layer in gradcam_layers:
+            maps[f"Grad-CAM black box{f', {layer}' if layer else ''}"] = gradcam(blackbox, x, layer=layer)[0].float().numpy()
         k = min(max(int(round((traced - start) / dataset.period)), 0), len(clip) - 1)
         row[0].imshow(clip[k], cmap="gray", vmin=0, vmax=255)
         row[0].set_title(f"{dataset.filenames[index][:12]}… {frame}\nEF {dataset.records[index].ef:.1f}%", fontsize=8)

@@ -274,7 +274,7 @@ def test_iou_tables_cover_every_traced_frame(root, model):
     with pytest.raises(ValueError, match="with_masks"):
         localization.occurrence_iou_table(model, dataset(root, with_masks=False), progress=False)
     cams = localization.gradcam_iou_table(BlackBoxRegressor(backbone="r2plus1d_10"), data, layer="layer3", progress=False)
-    assert len(cams) == len(VIDEOS) * 2 and (cams["prototype"] == 0).all() and (cams["method"] == "gradcam").all()
+    assert len(cams) == len(VIDEOS) * 2 and (cams["prototype"] == 0).all() and (cams["method"] == "gradcam layer3").all()
     assert cams["iou"].between(0, 1).all()
 
 
