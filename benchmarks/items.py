@@ -344,37 +344,38 @@ def _predict_latency(quick: bool) -> dict:
 
 
 # ----------------------------------------------------------------------- whole epoch
+def _demo_run_parts(tmp: pathlib.Path):
+    """What `fit` builds for a demo run, with the decoded cache in `tmp`: config, the four
+    data sets, the run context (CPU) and a freshly seeded model."""
+    from protoef.config import resolve
+    from protoef.train import _Context, _datasets, build_model
+
+    config = resolve("demo", {"data.cache_dir": str(tmp), "device": "cpu"})
+    config.data.mean, config.data.std = 0.1289, 0.1911  # the synthetic TRAIN statistics: skip that pass
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sets = _datasets(config, _data_root(tmp))
+    seed_everything()
+    return config, sets, _Context(config), build_model(config)
+
+
 def epoch(quick: bool) -> dict:
     """One demo training epoch (300 videos, warm decoded cache, `train.train_epoch` as `fit`
     runs it) with the loader in 2 worker processes vs in the training process."""
-    import dataclasses
-
     import torch
 
-    from protoef.config import resolve
     from protoef.data import oversampling_sampler
-    from protoef.losses import ProtoEFLoss
-    from protoef.train import _Context, _datasets, _loader, _optimizer, build_model, train_epoch
+    from protoef.train import _loader, _optimizer, build_loss, train_epoch
 
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="protoef-bench-epoch-"))
     try:
-        root = _data_root(tmp)
-        config = resolve("demo", {"data.cache_dir": str(tmp), "device": "cpu"})
-        config.data.mean, config.data.std = 0.1289, 0.1911
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            train_set = _datasets(config, root)["train"]
+        config, sets, context, model = _demo_run_parts(tmp)
+        train_set = sets["train"]
         if quick:
             train_set.records = train_set.records[:96]
         for index in range(len(train_set)):  # fill the decoded cache (the first epoch's extra cost)
             train_set.frames(index)
-        context = _Context(config)
-        seed_everything()
-        model = build_model(config)
-        optimizer = _optimizer(model, config)
-        c = config.loss
-        loss_fn = ProtoEFLoss(**{k: v for k, v in dataclasses.asdict(c).items() if k not in ("delta", "cluster_k", "occurrence_p")},
-                              delta=c.delta, k=c.cluster_k, occurrence_p=c.occurrence_p)
+        optimizer, loss_fn = _optimizer(model, config), build_loss(config)
 
         def run_epoch(workers: int):
             config.data.num_workers = workers
@@ -409,22 +410,12 @@ def runend(quick: bool) -> dict:
     import torch
 
     from protoef import runs
-    from protoef.config import resolve
     from protoef.explain import save_prototype_gallery
     from protoef.push import finish_run
-    from protoef.train import _Context, _datasets, build_model
 
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="protoef-bench-end-"))
     try:
-        root = _data_root(tmp)
-        config = resolve("demo", {"data.cache_dir": str(tmp), "device": "cpu"})
-        config.data.mean, config.data.std = 0.1289, 0.1911
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            sets = _datasets(config, root)
-        context = _Context(config)
-        seed_everything()
-        model = build_model(config)
+        config, sets, context, model = _demo_run_parts(tmp)
         initial = copy.deepcopy(model.state_dict())  # finish_run pushes: restart from the same weights
         count = iter(range(100))
 

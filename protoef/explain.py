@@ -27,8 +27,8 @@ from .data.video import read_video
 from .model import ProtoEFNet
 
 __all__ = [
-    "upsample_maps", "take_clip", "clip_frames", "model_input", "overlay", "read_prototypes", "push_dataset", "save_prototype_gallery",
-    "explain_clip", "explain_video", "plot_local_explanation",
+    "upsample_maps", "take_clip", "clip_frames", "model_input", "overlay", "read_prototypes", "push_dataset",
+    "save_prototype_gallery", "explain_clip", "explain_video", "plot_local_explanation",
 ]
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def clip_frames(dataset, filename: str, clip_start: int, *, clip_length: int | N
     """Raw uint8 frames (T, H, W) of one clip of `filename`, with the data set's clip length,
     period, size and zero padding (the frames the model saw, before normalisation)."""
     return take_clip(_video(dataset, filename), clip_start, clip_length or dataset.clip_length,
-                      period or dataset.period)
+                     period or dataset.period)
 
 
 def model_input(frames: np.ndarray, dataset) -> Tensor:

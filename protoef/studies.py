@@ -18,7 +18,7 @@ import torch
 from matplotlib.figure import Figure
 
 from . import companion
-from .explain import model_input, take_clip, overlay, upsample_maps
+from .explain import model_input, overlay, take_clip, upsample_maps
 from .localization import covering_clip_start, gradcam, occurrence_iou
 
 __all__ = [

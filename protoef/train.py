@@ -32,7 +32,7 @@ from .losses import ProtoEFLoss, mse_loss
 from .metrics import diversity, regression_metrics, sparsity
 from .model import BlackBoxRegressor, ProtoEFNet, build_backbone
 
-__all__ = ["fit", "build_model", "load_run_model", "data_root", "synthetic_root", "predict", "resolve_device", "feature_size"]
+__all__ = ["fit", "build_model", "build_loss", "load_run_model", "data_root", "synthetic_root", "predict", "resolve_device", "feature_size"]
 
 
 # ----------------------------------------------------------------------------- set-up
@@ -77,6 +77,12 @@ def build_model(config: Config) -> torch.nn.Module:
         raise ValueError(f"model.kind must be 'protoefnet' or 'blackbox', got {m.kind!r}")
     return ProtoEFNet(num_prototypes=m.num_prototypes, prototype_dim=m.prototype_dim, tau=m.tau,
                       backbone=m.backbone, weights=m.weights, label_range=(m.label_min, m.label_max))
+
+
+def build_loss(config: Config) -> ProtoEFLoss:
+    """ProtoEFLoss with the config's weights, Δl (delta), k and p."""
+    renamed = {"delta": "delta", "cluster_k": "k", "occurrence_p": "occurrence_p"}
+    return ProtoEFLoss(**{renamed.get(key, key): value for key, value in dataclasses.asdict(config.loss).items()})
 
 
 def feature_size(config: Config) -> tuple[int, int]:
@@ -265,6 +271,9 @@ def fit(config: Config, out_dir, *, resume: bool = False) -> dict:
         runs.atomic_write_text(out / "config.json", config.to_json() + "\n")
         runs.write_json(out / "environment.json", runs.environment(context.device) | {"data_root": str(root)})
 
+    # The initial weights depend on the seed alone, not on how much randomness the data
+    # code (e.g. `feature_size`) happened to draw before.
+    torch.manual_seed(config.seed)
     model = build_model(config).to(context.device)
     if context.channels_last:
         model = model.to(memory_format=torch.channels_last_3d)
@@ -284,8 +293,7 @@ def fit(config: Config, out_dir, *, resume: bool = False) -> dict:
         trained = torch.nn.parallel.DistributedDataParallel(model, device_ids=[context.device.index] if context.cuda else None)
     if config.compile and context.cuda:
         trained = torch.compile(trained)
-    loss_fn = ProtoEFLoss(**{k: v for k, v in dataclasses.asdict(config.loss).items() if k not in ("delta", "cluster_k", "occurrence_p")},
-                          delta=config.loss.delta, k=config.loss.cluster_k, occurrence_p=config.loss.occurrence_p)
+    loss_fn = build_loss(config)
     val_loader = _loader(sets["val"], config)
 
     for epoch in range(start, config.optim.epochs):

@@ -132,6 +132,29 @@ def test_predict_cli_on_a_synthetic_avi(finished_run, cache, tmp_path):
     assert cli(["predict", str(finished_run), str(bad), "--out", str(tmp_path / "bad"), "--no-figures"]) == 1
 
 
+def test_initial_weights_depend_on_the_seed_alone(cache, tmp_path, monkeypatch):
+    # A data-side change that draws more random numbers (here: feature_size) must not
+    # change the model a run starts from.
+    import protoef.train as train
+
+    class Built(Exception):
+        pass
+
+    initial, build, size = [], train.build_model, train.feature_size
+
+    def capture(config):
+        initial.append(torch.cat([p.detach().flatten() for p in build(config).parameters()]))
+        raise Built
+
+    monkeypatch.setattr(train, "build_model", capture)
+    with pytest.raises(Built):
+        fit(smoke(cache), tmp_path / "plain")
+    monkeypatch.setattr(train, "feature_size", lambda config: (torch.rand(1000), size(config))[1])
+    with pytest.raises(Built):
+        fit(smoke(cache), tmp_path / "more-randomness")
+    assert torch.equal(initial[0], initial[1])
+
+
 def test_gallery_cli_draws_a_finished_run(finished_run, tmp_path, capsys):
     run = tmp_path / "copy"
     shutil.copytree(finished_run, run)

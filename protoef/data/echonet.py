@@ -168,7 +168,8 @@ class EchoNet(Dataset):
         background_dilation: the LV dilation (max-pool size, odd) at feature size; 5 at
             the paper's 14×14. Scale it down with the feature map, or the dilated LV
             covers everything and the occurrence loss sees no background.
-        cache_dir: a `VideoCache` directory, or None to decode the AVI every time.
+        cache_dir: a `VideoCache` directory (whole videos decoded once, then memory-mapped),
+            or None to decode the AVI on every read, only up to the clip's last frame.
         verify: decode each video's first frame at construction, so unreadable files are
             skipped up front instead of failing inside a DataLoader worker.
         strict: raise on the first problem instead of skipping the video.
