@@ -13,7 +13,6 @@ train ...``; rank 0 evaluates, logs and writes files.
 from __future__ import annotations
 
 import dataclasses
-import gc
 import math
 import os
 import pathlib
@@ -113,22 +112,10 @@ def _datasets(config: Config, root: pathlib.Path) -> dict[str, EchoNet]:
     return sets
 
 
-class _ForkSafeLoader(DataLoader):
-    """A DataLoader that collects garbage before it forks its workers. A finished loader
-    iterator still waiting in a reference cycle would otherwise be inherited by the new
-    workers and collected there, where its ``__del__`` fails ("AssertionError: can only test
-    a child process", printed by every worker: thousands of lines in a notebook)."""
-
-    def __iter__(self):
-        if self.num_workers:
-            gc.collect()
-        return super().__iter__()
-
-
 def _loader(dataset, config: Config, *, shuffle_seed: int | None = None, sampler=None, batch_size=None) -> DataLoader:
     generator = torch.Generator().manual_seed(shuffle_seed if shuffle_seed is not None else config.seed)
     multi = dataset.clips not in ("random", "deterministic")
-    return _ForkSafeLoader(
+    return DataLoader(
         dataset, batch_size=batch_size or config.data.batch_size, sampler=sampler,
         shuffle=sampler is None and shuffle_seed is not None, generator=generator,
         num_workers=config.data.num_workers, collate_fn=collate_clips if multi else None,
