@@ -8,7 +8,7 @@ Profiles:
   weights, 64 frames, batch 16, 30 epochs, the SPEC's loss weights and learning rates.
   Meant for a GPU.
 - ``demo``: the synthetic data set (generated on first use), the small R(2+1)D-10
-  backbone, short low-resolution clips: ≈ 3.5 minutes on 2 CPU cores, and it still learns
+  backbone, short low-resolution clips: ≈ 3 minutes on 2 CPU cores, and it still learns
   (see `_demo` for where and why it departs from the paper's recipe).
 - ``smoke``: a handful of tiny videos, seconds per run, for CI.
 
@@ -120,7 +120,7 @@ def _paper() -> Config:
 
 
 def _demo() -> Config:
-    """2 CPU cores, synthetic data, ≈ 3.5 min per run. Differs from the paper where a CPU
+    """2 CPU cores, synthetic data, ≈ 3 min per run. Differs from the paper where a CPU
     budget and a randomly initialised backbone demand it (measured, see README):
     - 8 frames every 8th (one 64-frame span, ≥ one heart cycle at 50 fps) at 32×32 pixels,
       so a few thousand optimiser steps fit in minutes;
