@@ -97,15 +97,12 @@ def push_dataset(run_dir, *, data=None) -> EchoNet:
     import json
 
     from .config import from_dict
-    from .train import data_root
+    from .train import split_dataset
 
     config = from_dict(json.loads((pathlib.Path(run_dir) / "config.json").read_text()))
     if data is not None:
         config.data.root = str(data)
-    d = config.data
-    return EchoNet(data_root(config), "TRAIN", clip_length=d.clip_length, period=d.period, clips="deterministic",
-                   resize=d.resize, mean=d.mean, std=d.std,
-                   cache_dir=pathlib.Path(d.cache_dir) / "videos" if d.decoded_cache else None)
+    return split_dataset(config, "TRAIN", clips="deterministic")
 
 
 def save_prototype_gallery(run_dir, dataset=None, *, frames_per_strip: int = 8, gif: bool = True,

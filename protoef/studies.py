@@ -221,14 +221,10 @@ def sweep_heatmaps(table: pd.DataFrame, metrics=("mae", "f1_40", "sparsity", "di
 def test_dataset(config, split: str = "TEST", *, with_masks: bool = False):
     """The EchoNet split of a run's config with its clips, size and normalisation (the
     training pipeline's test set; ``with_masks`` adds the LV tracings for the IoU tables)."""
-    from .data import EchoNet
-    from .train import data_root
+    from .train import split_dataset
 
-    d = config.data
-    return EchoNet(data_root(config), split, clip_length=d.clip_length, period=d.period, clips=d.test_clips,
-                   resize=d.resize, mean=d.mean, std=d.std, with_masks=with_masks,
-                   background_dilation=d.background_dilation,
-                   cache_dir=pathlib.Path(d.cache_dir) / "videos" if d.decoded_cache else None)
+    return split_dataset(config, split, clips=config.data.test_clips, with_masks=with_masks,
+                         background_dilation=config.data.background_dilation)
 
 
 def test_loader(config, dataset=None):

@@ -32,7 +32,7 @@ from .losses import ProtoEFLoss, mse_loss
 from .metrics import diversity, regression_metrics, sparsity
 from .model import BlackBoxRegressor, ProtoEFNet, build_backbone
 
-__all__ = ["fit", "build_model", "build_loss", "load_run_model", "data_root", "synthetic_root", "predict", "resolve_device", "feature_size"]
+__all__ = ["fit", "build_model", "build_loss", "split_dataset", "load_run_model", "data_root", "synthetic_root", "predict", "resolve_device", "feature_size"]
 
 
 # ----------------------------------------------------------------------------- set-up
@@ -93,18 +93,26 @@ def feature_size(config: Config) -> tuple[int, int]:
     return tuple(shape[-2:])
 
 
+def split_dataset(config: Config, split, *, clips, root=None, **options) -> EchoNet:
+    """One EchoNet split with the config's clip length, period, size, normalisation and
+    decoded-video cache; ``options`` go to `EchoNet` (masks, augmentation, ...)."""
+    d = config.data
+    return EchoNet(root or data_root(config), split, clip_length=d.clip_length, period=d.period, clips=clips,
+                   resize=d.resize, mean=d.mean, std=d.std,
+                   cache_dir=pathlib.Path(d.cache_dir) / "videos" if d.decoded_cache else None, **options)
+
+
 def _datasets(config: Config, root: pathlib.Path) -> dict[str, EchoNet]:
     d = config.data
-    common = dict(clip_length=d.clip_length, period=d.period, resize=d.resize, mean=d.mean, std=d.std,
-                  cache_dir=pathlib.Path(d.cache_dir) / "videos" if d.decoded_cache else None)
     masks = config.model.kind == "protoefnet"
     sets = {
-        "train": EchoNet(root, "TRAIN", clips="random", augment=d.augment, rotation_degrees=d.rotation_degrees,
-                         with_masks=masks, feature_size=feature_size(config) if masks else (1, 1),
-                         background_dilation=d.background_dilation, **common),
-        "val": EchoNet(root, "VAL", clips="deterministic", **common),
-        "test": EchoNet(root, "TEST", clips=d.test_clips, **common),
-        "push": EchoNet(root, "TRAIN", clips="deterministic", **common),
+        "train": split_dataset(config, "TRAIN", clips="random", root=root, augment=d.augment,
+                               rotation_degrees=d.rotation_degrees, with_masks=masks,
+                               feature_size=feature_size(config) if masks else (1, 1),
+                               background_dilation=d.background_dilation),
+        "val": split_dataset(config, "VAL", clips="deterministic", root=root),
+        "test": split_dataset(config, "TEST", clips=d.test_clips, root=root),
+        "push": split_dataset(config, "TRAIN", clips="deterministic", root=root),
     }
     if d.limit_videos:
         for dataset in sets.values():
