@@ -81,7 +81,7 @@ def build_model(config: Config) -> torch.nn.Module:
 
 def build_loss(config: Config) -> ProtoEFLoss:
     """ProtoEFLoss with the config's weights, Δl (delta), k and p."""
-    renamed = {"delta": "delta", "cluster_k": "k", "occurrence_p": "occurrence_p"}
+    renamed = {"cluster_k": "k"}  # every other LossConfig field is a ProtoEFLoss argument of the same name
     return ProtoEFLoss(**{renamed.get(key, key): value for key, value in dataclasses.asdict(config.loss).items()})
 
 
