@@ -25,7 +25,7 @@ import pandas as pd
 from .config import Config, resolve
 from .train import data_root, fit
 
-__all__ = ["REPO", "profile_from_env", "config_for", "run_dir", "ensure_run", "figure_dir", "read_run"]
+__all__ = ["REPO", "profile_from_env", "config_for", "run_dir", "ensure_run", "seed_runs", "figure_dir", "read_run"]
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -56,6 +56,13 @@ def ensure_run(profile: str, name: str, overrides: dict | None = None, *, data: 
     resume = (out / "checkpoints" / "last.pt").is_file()
     fit(config_for(profile, overrides, data=data), out, resume=resume)
     return out
+
+
+def seed_runs(profile: str, name: str, seeds, overrides: dict | None = None, *, data: str | None = None) -> dict:
+    """``{seed: run directory}`` of ``<name>-seed<seed>`` for each seed (`ensure_run` each):
+    the same recipe repeated over seeds, for means and spreads instead of single runs."""
+    return {seed: ensure_run(profile, f"{name}-seed{seed}", {**(overrides or {}), "seed": seed}, data=data)
+            for seed in seeds}
 
 
 def figure_dir(profile: str) -> pathlib.Path:

@@ -2,6 +2,10 @@
 
     L = 0.1 L_MSE + 10 L_clst + 30 L_PSD + 0.1 L_PAS + 1e-4 L_occ   (+ optional terms, weight 0)
 
+The optional terms include this project's remedies against the collapse of every
+similarity towards 1 (separation, soft_label, the label-aware PSD); they are off in the
+paper's recipe.
+
 Each function reproduces the reduction the SPEC states (which is the official code's),
 including its quirks: masked-out similarities count as 0 in the cluster top-k, and the PAS
 inner mean divides by P, not by the number of valid pairs. Gradients stay finite at the
@@ -42,17 +46,66 @@ def cluster_loss(similarities: Tensor, targets: Tensor, prototype_labels: Tensor
     return -top.mean()
 
 
-def psd_loss(similarities: Tensor) -> Tensor:
+def psd_loss(similarities: Tensor, targets: Tensor | None = None, prototype_labels: Tensor | None = None,
+             delta: float = 5.0) -> Tensor:
     """Prototype-sample distance: every prototype should be close to some sample in the batch.
 
     d_ij = 1 - s_ij in [0, 2]; L = -mean_j ln(1 - min_i d_ij / 2). (N, P) -> ()
+
+    Label-aware variant (remedy, off in the paper): with `targets` (N,) and
+    `prototype_labels` (P,), prototype j's minimum runs only over the samples with
+    |y_i - l_j| <= delta (like the push), and prototypes with no such sample in the batch
+    are left out of the mean (0 when none has one). The paper's form pulls every prototype
+    towards its nearest clip whatever that clip's EF.
     """
     distances = 1.0 - similarities                    # (N, P)
-    nearest = distances.min(dim=0).values             # (P,)
+    if targets is None:
+        nearest = distances.min(dim=0).values         # (P,)
+        present = torch.ones_like(nearest, dtype=torch.bool)
+    else:
+        window = (targets.to(prototype_labels.dtype)[:, None] - prototype_labels[None, :]).abs() <= delta  # (N, P)
+        # 3 is above any cosine distance, so out-of-window entries never win the minimum.
+        nearest = torch.where(window, distances, torch.full_like(distances, 3.0)).min(dim=0).values  # (P,)
+        present = window.any(dim=0)
+        nearest = torch.where(present, nearest, torch.zeros_like(nearest))
     # Only when a prototype is exactly opposite (s = -1) to every sample is the argument 0;
     # the clamp keeps the loss finite there and changes nothing elsewhere.
     closeness = (1.0 - nearest / 2.0).clamp_min(torch.finfo(nearest.dtype).tiny)
-    return -torch.log(closeness).mean()
+    per_prototype = -torch.log(closeness) * present.to(closeness.dtype)
+    return per_prototype.sum() / present.sum().clamp_min(1)
+
+
+def separation_loss(similarities: Tensor, targets: Tensor, prototype_labels: Tensor,
+                    delta: float = 5.0) -> Tensor:
+    """Mean similarity to the prototypes whose label is more than delta from the sample's EF
+    (remedy, weight 0 in the paper): lowering it opens a gap between in-window and
+    out-of-window similarities, which no paper term asks for.
+
+    similarities (N, P), targets (N,), prototype_labels (P,) -> (); per sample the mean over
+    its far prototypes, then the mean over samples that have any (0 when none has).
+    """
+    far = ((prototype_labels[None, :] - targets.to(prototype_labels.dtype)[:, None]).abs() > delta)  # (N, P)
+    far = far.to(similarities.dtype)
+    count = far.sum(dim=1)                                                      # (N,)
+    per_sample = (similarities * far).sum(dim=1) / count.clamp_min(1)           # (N,)
+    has_far = (count > 0).to(similarities.dtype)
+    return (per_sample * has_far).sum() / has_far.sum().clamp_min(1)
+
+
+def soft_label_target(targets: Tensor, prototype_labels: Tensor, sigma: float = 5.0) -> Tensor:
+    """q_ik proportional to exp(-(l_k - y_i)^2 / (2 sigma^2)), rows summing to 1. (N,), (P,) -> (N, P)"""
+    gap = prototype_labels[None, :] - targets.to(prototype_labels.dtype)[:, None]  # (N, P)
+    return torch.softmax(-gap.square() / (2.0 * sigma ** 2), dim=1)
+
+
+def soft_label_loss(weights: Tensor, targets: Tensor, prototype_labels: Tensor, sigma: float = 5.0,
+                    eps: float = 1e-12) -> Tensor:
+    """KL(q || beta) with q = `soft_label_target` (remedy, weight 0 in the paper): beta should
+    rest on the prototypes whose label is near the true EF, not be a flat mixture tilted
+    towards it. 0 exactly when beta = q. weights (N, P) -> (), mean over samples."""
+    q = soft_label_target(targets, prototype_labels, sigma).to(weights.dtype)  # (N, P)
+    kl = q * (torch.log(q.clamp_min(eps)) - torch.log(weights.clamp_min(eps)))
+    return kl.sum(dim=1).mean()
 
 
 def pas_loss(prototypes: Tensor, prototype_labels: Tensor, delta: float = 5.0,
@@ -134,28 +187,33 @@ class ProtoEFLoss(nn.Module):
 
     The four cheap terms (mse, cluster, psd, pas) are always computed and logged, so an
     ablation with a weight of 0 still shows how that term behaves; occurrence needs the
-    background mask; the optional terms are computed only when their weight is non-zero.
+    background mask; the optional terms (the remedies among them) are computed only when
+    their weight is non-zero. `terms` gives the undetached values (gradient diagnostics).
     """
 
     def __init__(self, *, mse: float = 0.1, cluster: float = 10.0, psd: float = 30.0,
                  pas: float = 0.1, occurrence: float = 1e-4, orthogonality: float = 0.0,
-                 transformation: float = 0.0, theta_l1: float = 0.0, delta: float = 5.0,
-                 k: int = 3, occurrence_p: float = 2) -> None:
+                 transformation: float = 0.0, theta_l1: float = 0.0, separation: float = 0.0,
+                 soft_label: float = 0.0, delta: float = 5.0, k: int = 3, occurrence_p: float = 2,
+                 soft_label_sigma: float = 5.0, psd_label_aware: bool = False) -> None:
         super().__init__()
         self.weights = {"mse": mse, "cluster": cluster, "psd": psd, "pas": pas,
                         "occurrence": occurrence, "orthogonality": orthogonality,
-                        "transformation": transformation, "theta_l1": theta_l1}
+                        "transformation": transformation, "theta_l1": theta_l1,
+                        "separation": separation, "soft_label": soft_label}
         self.delta, self.k, self.occurrence_p = delta, k, occurrence_p
+        self.soft_label_sigma, self.psd_label_aware = soft_label_sigma, psd_label_aware
 
-    def forward(self, output: ProtoEFOutput, targets: Tensor, model: nn.Module, *,
-                background: Tensor | None = None, video: Tensor | None = None
-                ) -> tuple[Tensor, dict[str, Tensor]]:
+    def terms(self, output: ProtoEFOutput, targets: Tensor, model: nn.Module, *,
+              background: Tensor | None = None, video: Tensor | None = None) -> dict[str, Tensor]:
+        """Every term to compute, unweighted and still attached to the graph."""
         w = self.weights
         labels = model.prototype_labels
+        psd_window = (targets, labels, self.delta) if self.psd_label_aware else ()
         terms = {
             "mse": mse_loss(output.ef, targets),
             "cluster": cluster_loss(output.similarities, targets, labels, self.delta, self.k),
-            "psd": psd_loss(output.similarities),
+            "psd": psd_loss(output.similarities, *psd_window),
             "pas": pas_loss(model.prototypes, labels, self.delta),
         }
         if background is not None:
@@ -166,18 +224,30 @@ class ProtoEFLoss(nn.Module):
             terms["orthogonality"] = orthogonality_loss(model.prototypes)
         if w["theta_l1"] != 0:
             terms["theta_l1"] = theta_l1_loss(model.theta)
+        if w["separation"] != 0:
+            terms["separation"] = separation_loss(output.similarities, targets, labels, self.delta)
+        if w["soft_label"] != 0:
+            terms["soft_label"] = soft_label_loss(output.weights, targets, labels, self.soft_label_sigma)
         if w["transformation"] != 0:
             if video is None:
                 raise ValueError("the transformation loss has a non-zero weight: pass video=")
             terms["transformation"] = transformation_loss(video, output.occurrence_maps, model.occurrence)
-        # Weight-0 terms stay out of the sum (so an inf/NaN in a disabled term cannot leak in).
-        total = sum(w[name] * value for name, value in terms.items() if w[name] != 0)
-        if not isinstance(total, Tensor):  # every weight 0
-            total = output.ef.sum() * 0.0
-        return total, {name: value.detach() for name, value in terms.items()}
+        return terms
+
+    def combine(self, terms: dict[str, Tensor], reference: Tensor) -> Tensor:
+        """sum_t w_t * term_t over the non-zero weights (a weight-0 term's inf/NaN cannot leak in)."""
+        total = sum(self.weights[name] * value for name, value in terms.items() if self.weights[name] != 0)
+        return total if isinstance(total, Tensor) else reference.sum() * 0.0  # every weight 0
+
+    def forward(self, output: ProtoEFOutput, targets: Tensor, model: nn.Module, *,
+                background: Tensor | None = None, video: Tensor | None = None
+                ) -> tuple[Tensor, dict[str, Tensor]]:
+        terms = self.terms(output, targets, model, background=background, video=video)
+        return self.combine(terms, output.ef), {name: value.detach() for name, value in terms.items()}
 
 
 __all__ = [
     "ProtoEFLoss", "cluster_loss", "mse_loss", "occurrence_loss", "orthogonality_loss",
-    "pas_loss", "psd_loss", "random_affine", "theta_l1_loss", "transformation_loss",
+    "pas_loss", "psd_loss", "random_affine", "separation_loss", "soft_label_loss", "soft_label_target",
+    "theta_l1_loss", "transformation_loss",
 ]

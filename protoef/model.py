@@ -129,7 +129,7 @@ def build_backbone(name: str = "r2plus1d_18", *, weights: str | os.PathLike | No
 
     Module names (stem, layer1..3) match torchvision's, so its state dicts load unchanged.
     """
-    if weights is not None and name != "r2plus1d_18":
+    if str(weights) == "kinetics400" and name != "r2plus1d_18":  # a local file may hold any backbone
         raise ValueError(f"pretrained weights exist only for r2plus1d_18, not {name!r}")
     full = video_resnet(name)
     backbone = nn.Sequential(OrderedDict((stage, getattr(full, stage)) for stage in TRUNCATED_STAGES))
@@ -273,7 +273,7 @@ class BlackBoxRegressor(nn.Module):
     def __init__(self, *, backbone: str = "r2plus1d_18", weights: str | os.PathLike | None = None,
                  ef_bias: float = EF_BIAS) -> None:
         super().__init__()
-        if weights is not None and backbone != "r2plus1d_18":
+        if str(weights) == "kinetics400" and backbone != "r2plus1d_18":
             raise ValueError(f"pretrained weights exist only for r2plus1d_18, not {backbone!r}")
         self.config = dict(backbone=backbone, ef_bias=ef_bias)  # BlackBoxRegressor(**config)
         self.network = video_resnet(backbone)

@@ -10,6 +10,7 @@ warning is logged. The search streams over batches: no N×P×D feature bank is k
 from __future__ import annotations
 
 import logging
+import math
 import pathlib
 from dataclasses import dataclass
 
@@ -34,17 +35,27 @@ class PushResult:
 
 
 @torch.no_grad()
-def push_prototypes(model: ProtoEFNet, loader, *, delta: float, device=None, autocast=None) -> PushResult:
-    """Find each prototype's nearest real training clip (see the module docstring)."""
+def push_prototypes(model: ProtoEFNet, loader, *, delta: float, device=None, autocast=None,
+                    unique: bool = True) -> PushResult:
+    """Find each prototype's nearest real training clip (see the module docstring).
+
+    ``unique``: a prototype takes the most similar clip within Δl that no other prototype
+    holds yet; prototypes choose greedily, the one with the most similar candidate first, and
+    a prototype shares a clip only when every candidate in its window is taken (``shared``
+    in the table). Without it, each prototype takes its own best clip (the official rule).
+    """
     device = device or next(model.parameters()).device
     model.eval()
     labels = model.prototype_labels.detach().cpu().double()  # (P,) labels before the push
     num_prototypes = len(labels)
-    # Two running winners per prototype: best within Δl, and best at the nearest label.
-    best_sim = torch.full((num_prototypes,), -torch.inf, dtype=torch.float64)
+    # Per prototype, the `keep` most similar clips within Δl: with keep = P, greedy selection
+    # always finds a free clip when the window holds one (at most P − 1 are taken before).
+    keep = num_prototypes if unique else 1
+    candidates: list[list[tuple[float, dict]]] = [[] for _ in range(num_prototypes)]
+    # Fallback winner per prototype: the best clip at the nearest label.
     near_dist = torch.full((num_prototypes,), torch.inf, dtype=torch.float64)
     near_sim = torch.full((num_prototypes,), -torch.inf, dtype=torch.float64)
-    winners: dict[str, list] = {"within": [None] * num_prototypes, "nearest": [None] * num_prototypes}
+    nearest: list[dict | None] = [None] * num_prototypes
     for batch in tqdm(loader, desc="push", leave=False, dynamic_ncols=True):
         video = batch["video"].to(device)
         with autocast() if autocast else torch.autocast(device.type, enabled=False):
@@ -54,26 +65,36 @@ def push_prototypes(model: ProtoEFNet, loader, *, delta: float, device=None, aut
         distance = (targets[:, None] - labels[None, :]).abs()  # (B, P)
         starts = batch["clip_starts"]
         for j in range(num_prototypes):
-            within = torch.where(distance[:, j] <= delta, sims[:, j], torch.tensor(-torch.inf, dtype=torch.float64))
-            i = int(within.argmax())
-            if within[i] > best_sim[j]:
-                best_sim[j] = within[i]
-                winners["within"][j] = _winner(batch, output, i, j, starts)
+            within = torch.nonzero(distance[:, j] <= delta).flatten().tolist()
+            best = sorted(within, key=lambda i: -float(sims[i, j]))[:keep]
+            if best and (len(candidates[j]) < keep or float(sims[best[0], j]) > candidates[j][-1][0]):
+                merged = candidates[j] + [(float(sims[i, j]), _winner(batch, output, i, j, starts)) for i in best]
+                candidates[j] = sorted(merged, key=lambda pair: -pair[0])[:keep]
             d_min = distance[:, j].min()
             at_min = torch.where(distance[:, j] == d_min, sims[:, j], torch.tensor(-torch.inf, dtype=torch.float64))
             i = int(at_min.argmax())
             if d_min < near_dist[j] or (d_min == near_dist[j] and at_min[i] > near_sim[j]):
                 near_dist[j], near_sim[j] = d_min, at_min[i]
-                winners["nearest"][j] = _winner(batch, output, i, j, starts)
+                nearest[j] = _winner(batch, output, i, j, starts)
+    chosen: dict[int, tuple[dict, bool]] = {}
+    taken: set[str] = set()
+    for j in sorted(range(num_prototypes), key=lambda j: -candidates[j][0][0] if candidates[j] else math.inf):
+        if not candidates[j]:
+            continue
+        free = [win for _, win in candidates[j] if win["filename"] not in taken]
+        win = free[0] if free else candidates[j][0][1]
+        chosen[j] = (win, not free)
+        taken.add(win["filename"])
     rows, vectors, new_labels, maps = [], [], [], []
     for j in range(num_prototypes):
-        fallback = winners["within"][j] is None
+        fallback = j not in chosen
         if fallback:
             log.warning("push: prototype %d (label %.1f) has no training clip within Δl=%.1f; "
                         "using the nearest label (%.1f away)", j, labels[j], delta, near_dist[j])
-        win = winners["nearest" if fallback else "within"][j]
+        win, shared = chosen.get(j, (nearest[j], False))
         rows.append({"prototype": j, "label_before": float(labels[j]), "ef_label": win["ef"], "source_filename": win["filename"],
-                     "clip_start": win["clip_start"], "similarity": win["similarity"], "fallback": fallback})
+                     "clip_start": win["clip_start"], "similarity": win["similarity"], "fallback": fallback,
+                     "shared": shared})
         vectors.append(win["feature"])
         new_labels.append(win["ef"])
         maps.append(win["occurrence_map"])
@@ -103,13 +124,17 @@ def _save_prototypes(out: pathlib.Path, result: PushResult) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     runs.write_csv(folder / "prototypes.csv", result.table)
     for row, occurrence_map in zip(result.table.itertuples(), result.occurrence_maps):
-        path = folder / f"prototype_{row.prototype:02d}.npz"
-        np.savez_compressed(path, occurrence_map=occurrence_map, feature=result.prototypes[row.prototype].numpy(),
-                            ef_label=row.ef_label, source_filename=row.source_filename, clip_start=row.clip_start)
+        runs.write_npz(folder / f"prototype_{row.prototype:02d}.npz", occurrence_map=occurrence_map,
+                       feature=result.prototypes[row.prototype].numpy(), ef_label=row.ef_label,
+                       source_filename=row.source_filename, clip_start=row.clip_start)
 
 
-def finish_run(model, config, sets, context, out: pathlib.Path, best_path: pathlib.Path) -> dict:
-    """Best checkpoint → metrics before push → push → (head epochs) → metrics after → files."""
+def finish_run(model, config, sets, context, out: pathlib.Path, best_path: pathlib.Path, *,
+               initial: dict | None = None) -> dict:
+    """Best checkpoint → metrics before push → push → (head epochs) → metrics after → files.
+
+    `initial`: values measured on the untrained model (the far-pair angle), kept in
+    metrics.json beside the trained values so a reader sees whether PAS moved anything."""
     from .train import _loader, evaluate, train_epoch
 
     state = runs.load_checkpoint(best_path, map_location=context.device)
@@ -119,14 +144,20 @@ def finish_run(model, config, sets, context, out: pathlib.Path, best_path: pathl
     val_loader = _loader(sets["val"], config)
     test_loader = _loader(sets["test"], config, batch_size=eval_batch)
     metrics: dict = {"best_epoch": best_epoch, "val": {}, "test": {}}
-    stage = "pre_push" if isinstance(model, ProtoEFNet) and config.optim.push else "final"
-    metrics["val"][stage], _ = evaluate(model, val_loader, context, desc="validate")
-    metrics["test"][stage], predictions = evaluate(model, test_loader, context, desc="test")
+    if initial:
+        metrics["initial"] = initial
+    protoefnet = isinstance(model, ProtoEFNet)
+    delta = config.loss.delta if protoefnet else None
+    stage = "pre_push" if protoefnet and config.optim.push else "final"
+    metrics["val"][stage], _ = evaluate(model, val_loader, context, desc="validate", delta=delta)
+    metrics["test"][stage], predictions = evaluate(model, test_loader, context, desc="test", delta=delta)
     if stage == "pre_push":
         result = push_prototypes(model, _loader(sets["push"], config), delta=config.loss.delta,
-                                 device=context.device, autocast=context.autocast)
+                                 device=context.device, autocast=context.autocast, unique=config.optim.push_unique)
         model.set_prototypes(result.prototypes.to(context.device), result.labels.to(context.device))
         metrics["push"] = {"fallbacks": int(result.table["fallback"].sum()),
+                           "shared": int(result.table["shared"].sum()),
+                           "distinct_sources": int(result.table["source_filename"].nunique()),
                            "mean_similarity": float(result.table["similarity"].mean())}
         if config.optim.head_epochs_after_push:
             # Only θ learns now: the prototypes must stay the real clips they were pushed to.
@@ -137,18 +168,27 @@ def finish_run(model, config, sets, context, out: pathlib.Path, best_path: pathl
             head_loss = lambda output, target, core, **_: (torch.nn.functional.mse_loss(output.ef, target), {})  # noqa: E731
             for epoch in range(config.optim.head_epochs_after_push):
                 torch.manual_seed(config.seed + 10_000 + epoch)
+                # Eval mode: in train mode BatchNorm would update its running statistics, and
+                # the pushed prototypes would stop being their source clips' features.
                 train_epoch(model, _loader(sets["push"], config, shuffle_seed=config.seed + epoch), head_loss,
-                            head_optimizer, context, desc=f"head epoch {epoch + 1}")
+                            head_optimizer, context, desc=f"head epoch {epoch + 1}", train_mode=False)
             for parameter in model.parameters():
                 parameter.requires_grad_(True)
-        metrics["val"]["post_push"], _ = evaluate(model, val_loader, context, desc="validate")
-        metrics["test"]["post_push"], predictions = evaluate(model, test_loader, context, desc="test")
+        metrics["val"]["post_push"], _ = evaluate(model, val_loader, context, desc="validate", delta=delta)
+        metrics["test"]["post_push"], predictions = evaluate(model, test_loader, context, desc="test", delta=delta)
         _save_prototypes(out, result)
+    # The yardstick every MAE is read against: always predicting the training-mean EF.
+    train_mean = float(np.mean(sets["train"].efs))
+    metrics["trivial"] = {"train_mean_ef": train_mean, "test_mae": float(np.abs(np.asarray(predictions["ef"]) - train_mean).mean())}
     table = pd.DataFrame({"filename": predictions["filename"], "ef": predictions["ef"], "prediction": predictions["prediction"]})
     if "weights" in predictions:
         labels = model.prototype_labels.cpu().numpy()
         table = table.assign(**_top_prototypes(predictions["weights"], labels))
     runs.write_csv(out / "predictions.csv", table)
+    if "weights" in predictions:  # the whole attention of the headline model, for the diagnostics figures
+        runs.write_npz(out / "test_attention.npz", filename=np.array(predictions["filename"]), ef=predictions["ef"],
+                       weights=predictions["weights"], similarities=predictions["similarities"],
+                       prototype_labels=model.prototype_labels.cpu().numpy())
     runs.save_checkpoint(out / "checkpoints" / "final.pt", {"model": model.state_dict(), "config": config.to_dict(),
                                                             "kind": config.model.kind, "epoch": best_epoch - 1})
     headline = metrics["test"].get("post_push", metrics["test"].get("final"))

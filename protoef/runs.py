@@ -7,6 +7,7 @@ Layout of a run directory (see README, "Run directory"):
     history.csv         one row per epoch: losses, validation metrics, learning rates
     metrics.json        validation/test metrics before and after the push (written last)
     predictions.csv     per test video: EF, prediction, top-3 prototypes with labels and β
+    test_attention.npz  ProtoEFNet: per test video β and s over all prototypes, with the labels
     checkpoints/        last.pt (resume), best.pt (best validation R²), final.pt (pushed)
     prototypes/         prototypes.csv + per prototype an .npz (occurrence map) and a PNG strip
 
@@ -28,7 +29,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-__all__ = ["CheckpointError", "atomic_write_text", "write_json", "write_csv", "save_checkpoint", "load_checkpoint", "environment"]
+__all__ = ["CheckpointError", "atomic_write_text", "write_json", "write_csv", "write_npz", "save_checkpoint", "load_checkpoint", "environment"]
 
 
 class CheckpointError(RuntimeError):
@@ -73,6 +74,16 @@ def write_json(path, data) -> None:
 
 def write_csv(path, table: pd.DataFrame) -> None:
     atomic_write_text(path, table.to_csv(index=False))
+
+
+def write_npz(path, **arrays) -> None:
+    """Compressed .npz, written to a temporary name and renamed into place."""
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = _temporary(path)
+    with open(temporary, "wb") as handle:
+        np.savez_compressed(handle, **arrays)
+    os.replace(temporary, path)
 
 
 def save_checkpoint(path, state: dict) -> None:

@@ -22,7 +22,7 @@ from .explain import model_input, overlay, take_clip, upsample_maps
 from .localization import covering_clip_start, gradcam, occurrence_iou
 
 __all__ = [
-    "shrink_for_smoke", "ensure_matching_run", "ablation_runs", "sensitivity_runs", "run_metrics", "mean_std",
+    "shrink_for_smoke", "ensure_matching_run", "ablation_runs", "pas_weight_runs", "paired_seed_difference", "sensitivity_runs", "run_metrics", "mean_std",
     "format_mean_std", "prototype_vectors", "angle_matrix", "far_near_angles", "angle_matrix_figure",
     "label_gap_angle_figure", "embedding_figure", "sweep_heatmaps", "test_dataset", "test_loader",
     "pick_by_quantile", "iou_summary", "iou_per_prototype", "localization_examples", "image_figure",
@@ -81,6 +81,36 @@ def sensitivity_runs(profile: str, taus, deltas, overrides: dict, *, data=None) 
                                               {**overrides, "model.tau": float(tau), "loss.delta": float(delta)},
                                               data=data)
             for tau in taus for delta in deltas}
+
+
+def pas_weight_runs(profile: str, weights, seeds, overrides: dict, *, data=None, sweep_seeds=None) -> dict:
+    """ProtoEFNet per PAS weight (``loss.pas``) and seed: ``{(weight, seed): run directory}``.
+
+    The profile's own weight with no overrides is notebook 02's run (``protoefnet-seed{s}``),
+    reused; other weights are ``pas{w}-seed{s}``. `sweep_seeds` (default: `seeds`) are the
+    seeds of the weights other than 0 and the profile's own (the ablation arms get all)."""
+    default = companion.config_for(profile).loss.pas
+    runs = {}
+    for weight in weights:
+        arm_seeds = seeds if weight in (0.0, default) else (sweep_seeds or seeds)
+        name = "protoefnet" if weight == default and not overrides else f"pas{weight:g}"
+        for seed, run in companion.seed_runs(profile, name, arm_seeds, {**overrides, "loss.pas": float(weight)}, data=data).items():
+            runs[(weight, seed)] = run
+    return runs
+
+
+def paired_seed_difference(table: pd.DataFrame, metric: str, *, arm: str, a, b, level: float = 0.95) -> dict:
+    """Mean over seeds of metric(a) − metric(b) for runs paired by seed, with a t interval
+    (the seeds are the replicates); NaN interval with fewer than two pairs."""
+    from scipy import stats
+
+    pivot = table.pivot_table(index="seed", columns=arm, values=metric)
+    differences = (pivot[a] - pivot[b]).dropna()
+    n, mean = len(differences), float(differences.mean())
+    if n < 2:
+        return {"metric": metric, "difference": mean, "low": math.nan, "high": math.nan, "pairs": n}
+    half = float(stats.t.ppf(0.5 + level / 2, n - 1) * differences.std(ddof=1) / math.sqrt(n))
+    return {"metric": metric, "difference": mean, "low": mean - half, "high": mean + half, "pairs": n}
 
 
 # --------------------------------------------------------------------------- tables

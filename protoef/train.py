@@ -27,12 +27,15 @@ from tqdm.auto import tqdm
 
 from . import runs
 from .config import Config, from_dict
-from .data import EchoNet, collate_clips, compute_mean_std, oversampling_sampler
+from .data import EchoNet, collate_clips, compute_mean_std, oversampling_sampler, read_file_list
+from .data.synthetic import SPLIT_FRACTIONS
+from .diagnostics import far_pair_angle_degrees, interpretability_summary, loss_gradient_norms
 from .losses import ProtoEFLoss, mse_loss
 from .metrics import diversity, regression_metrics, sparsity
 from .model import BlackBoxRegressor, ProtoEFNet, build_backbone
+from .warmstart import CORPUS_SEED, WARM_START, save_backbone_weights, warm_start_config, warm_start_dir
 
-__all__ = ["fit", "build_model", "build_loss", "split_dataset", "load_run_model", "data_root", "synthetic_root", "predict", "resolve_device", "feature_size"]
+__all__ = ["fit", "build_model", "ensure_warm_start", "build_loss", "split_dataset", "load_run_model", "data_root", "synthetic_root", "predict", "resolve_device", "feature_size"]
 
 
 # ----------------------------------------------------------------------------- set-up
@@ -59,24 +62,51 @@ def data_root(config: Config) -> pathlib.Path:
     if not (root / "FileList.csv").is_file():
         from .data import synthetic
 
-        synthetic.generate(root, videos=config.data.synthetic_videos, seed=config.data.synthetic_seed)
+        synthetic.generate(root, videos=config.data.synthetic_videos, seed=config.data.synthetic_seed,
+                           val_fraction=config.data.synthetic_val_fraction,
+                           test_fraction=config.data.synthetic_test_fraction)
     return root
 
 
 def synthetic_root(config: Config) -> pathlib.Path:
     """Where the config's synthetic data set lives (whether or not it was generated yet)."""
     d = config.data
-    return pathlib.Path(d.cache_dir) / f"synthetic-{d.synthetic_videos}-seed{d.synthetic_seed}"
+    name = f"synthetic-{d.synthetic_videos}-seed{d.synthetic_seed}"
+    if (d.synthetic_val_fraction, d.synthetic_test_fraction) != (SPLIT_FRACTIONS["VAL"], SPLIT_FRACTIONS["TEST"]):
+        name += f"-val{d.synthetic_val_fraction:g}-test{d.synthetic_test_fraction:g}"
+    return pathlib.Path(d.cache_dir) / name
 
 
-def build_model(config: Config) -> torch.nn.Module:
+def build_model(config: Config, *, weights=None) -> torch.nn.Module:
+    """The config's model; `weights` (a resolved file) replaces ``model.weights`` when given."""
     m = config.model
+    weights = weights if weights is not None else m.weights
+    if weights == WARM_START:
+        raise ValueError("model.weights='synthetic-warmstart' must be resolved first: train.ensure_warm_start(config)")
     if m.kind == "blackbox":
-        return BlackBoxRegressor(backbone=m.backbone, weights=m.weights)
+        return BlackBoxRegressor(backbone=m.backbone, weights=weights)
     if m.kind != "protoefnet":
         raise ValueError(f"model.kind must be 'protoefnet' or 'blackbox', got {m.kind!r}")
     return ProtoEFNet(num_prototypes=m.num_prototypes, prototype_dim=m.prototype_dim, tau=m.tau,
-                      backbone=m.backbone, weights=m.weights, label_range=(m.label_min, m.label_max))
+                      backbone=m.backbone, weights=weights, label_range=(m.label_min, m.label_max))
+
+
+def ensure_warm_start(config: Config) -> pathlib.Path:
+    """The warm-start backbone file of `config` (`protoef.warmstart`), pretrained on first use."""
+    folder = warm_start_dir(config)
+    path = folder / "backbone.pt"
+    if path.is_file():
+        return path
+    pretrain = warm_start_config(config)
+    shared = set(read_file_list(data_root(pretrain))["filename"]) & set(read_file_list(data_root(config))["filename"])
+    if shared:
+        raise ValueError(f"the warm-start corpus shares {len(shared)} videos with the data set (e.g. {sorted(shared)[0]}); "
+                         f"it must be disjoint: change data.synthetic_seed away from {CORPUS_SEED}")
+    print(f"[train] warm start: pretraining the {config.model.backbone} backbone once on a disjoint synthetic corpus "
+          f"→ {folder} (reused afterwards)")
+    run = folder / "run"
+    fit(pretrain, run, resume=(run / "checkpoints" / "last.pt").is_file())
+    return save_backbone_weights(run, path)
 
 
 def build_loss(config: Config) -> ProtoEFLoss:
@@ -145,6 +175,11 @@ def _optimizer(model, config: Config) -> torch.optim.Optimizer:
     return torch.optim.Adam(groups)
 
 
+# Interpretability diagnostics logged per epoch on VAL (cheap: they reuse the validation pass).
+EPOCH_DIAGNOSTICS = ("similarity_gap", "top1_beta", "beta_entropy", "sparsity", "top1_label_median_error",
+                     "top1_label_within_10", "far_pair_angle")
+
+
 def _epoch_seed(config: Config, epoch: int) -> int:
     return config.seed * 100_003 + epoch  # distinct, reproducible stream per epoch
 
@@ -177,24 +212,48 @@ class _Context:
         return video.contiguous(memory_format=torch.channels_last_3d) if self.channels_last else video
 
 
-def train_epoch(model, loader, loss_fn, optimizer, context: _Context, *, desc: str) -> dict[str, float]:
-    model.train()
+def train_epoch(model, loader, loss_fn, optimizer, context: _Context, *, desc: str,
+                diagnostic_batches: int = 0, train_mode: bool = True) -> dict[str, float]:
+    """One pass over `loader`; returns the sample-weighted mean of every logged term.
+
+    On the first `diagnostic_batches` batches (ProtoEFNet with a `ProtoEFLoss`), each weighted
+    term's gradient norm on the prototypes and on the shared backbone features is measured
+    too (`diagnostics.loss_gradient_norms`; averaged over those batches as ``grad_*``).
+    ``train_mode=False`` keeps the model in eval mode (BatchNorm statistics frozen), for
+    head-only epochs after the push, where the prototypes must stay their clips' features.
+    """
+    model.train(train_mode)
+    core = model.module if hasattr(model, "module") else model
     sums: dict[str, float] = {}
-    count = 0
+    gradient_sums: dict[str, float] = {}
+    count = diagnosed = 0
     bar = tqdm(loader, desc=desc, leave=False, disable=not context.main, dynamic_ncols=True)
     for batch in bar:
         video = context.video(batch["video"])
         target = batch["ef"].to(context.device, torch.float32)
+        diagnose = diagnosed < diagnostic_batches and isinstance(loss_fn, ProtoEFLoss) and isinstance(core, ProtoEFNet)
+        shared = []
+        hook = core.backbone.register_forward_hook(lambda _m, _i, out: shared.append(out)) if diagnose else None
         with context.autocast():
             output = model(video)
+        if hook is not None:
+            hook.remove()
         if isinstance(output, torch.Tensor):  # the black box
             total, terms = mse_loss(output.float(), target), {}
         else:
             background = batch.get("background")  # (N, H', W') → broadcast over P and T'
             background = background.to(context.device)[:, None, None] if background is not None else None
-            core = model.module if hasattr(model, "module") else model
             output = output._replace(**{k: getattr(output, k).float() for k in ("ef", "similarities", "occurrence_maps", "weights")})
-            total, terms = loss_fn(output, target, core, background=background, video=video)
+            if diagnose and shared:
+                attached = loss_fn.terms(output, target, core, background=background, video=video)
+                norms = loss_gradient_norms(attached, loss_fn.weights, prototypes=core.prototypes, shared_features=shared[0])
+                for name, value in norms.items():
+                    gradient_sums[name] = gradient_sums.get(name, 0.0) + value
+                diagnosed += 1
+                total = loss_fn.combine(attached, output.ef)
+                terms = {name: value.detach() for name, value in attached.items()}
+            else:
+                total, terms = loss_fn(output, target, core, background=background, video=video)
         optimizer.zero_grad(set_to_none=True)
         total.backward()
         optimizer.step()
@@ -203,7 +262,8 @@ def train_epoch(model, loader, loss_fn, optimizer, context: _Context, *, desc: s
         for name, value in {"loss": total.detach(), **terms}.items():
             sums[name] = sums.get(name, 0.0) + float(value) * size
         bar.set_postfix(loss=f"{sums['loss'] / count:.3f}")
-    return {name: value / max(count, 1) for name, value in sums.items()}
+    means = {name: value / max(count, 1) for name, value in sums.items()}
+    return means | {name: value / diagnosed for name, value in gradient_sums.items()}
 
 
 @torch.no_grad()
@@ -233,13 +293,21 @@ def predict(model, loader, context: _Context | None = None, *, desc: str = "pred
     return result
 
 
-def evaluate(model, loader, context: _Context | None = None, *, desc: str = "evaluate") -> tuple[dict, dict]:
-    """(metrics, predictions) on one loader: regression metrics plus sparsity and diversity."""
+def evaluate(model, loader, context: _Context | None = None, *, desc: str = "evaluate",
+             delta: float | None = None) -> tuple[dict, dict]:
+    """(metrics, predictions) on one loader: regression metrics plus, for ProtoEFNet,
+    sparsity, diversity and (given the label window `delta`) the interpretability
+    diagnostics of `protoef.diagnostics` for the model's current prototypes and labels."""
     predictions = predict(model, loader, context, desc=desc)
     metrics = regression_metrics(predictions["ef"], predictions["prediction"])
     if "weights" in predictions:
         metrics["sparsity"] = float(sparsity(predictions["weights"]).mean())
         metrics["diversity"] = int(diversity(predictions["weights"])[1])
+        if delta is not None:
+            core = model.module if hasattr(model, "module") else model
+            labels = core.prototype_labels.detach().cpu()
+            metrics |= interpretability_summary(predictions, labels, delta)
+            metrics["far_pair_angle"] = far_pair_angle_degrees(core.prototypes, labels, delta)
     return metrics, predictions
 
 
@@ -275,21 +343,29 @@ def fit(config: Config, out_dir, *, resume: bool = False) -> dict:
     if config.data.mean is None or config.data.std is None:
         config.data.mean, config.data.std = compute_mean_std(root, resize=config.data.resize)
     sets = _datasets(config, root)
+    if config.model.labels_from_train and config.model.kind == "protoefnet" and state is None:
+        # Recorded in config.json, so a resumed or reloaded run rebuilds the same label grid.
+        config.model.label_min, config.model.label_max = float(sets["train"].efs.min()), float(sets["train"].efs.max())
     if context.main:
         runs.atomic_write_text(out / "config.json", config.to_json() + "\n")
         runs.write_json(out / "environment.json", runs.environment(context.device) | {"data_root": str(root)})
 
     # The initial weights depend on the seed alone, not on how much randomness the data
     # code (e.g. `feature_size`) happened to draw before.
+    weights = ensure_warm_start(config) if config.model.weights == WARM_START else None
     torch.manual_seed(config.seed)
-    model = build_model(config).to(context.device)
+    model = build_model(config, weights=weights).to(context.device)
     if context.channels_last:
         model = model.to(memory_format=torch.channels_last_3d)
     optimizer = _optimizer(model, config)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, mode="max", factor=config.optim.plateau_factor, patience=config.optim.plateau_patience,
-        min_lr=config.optim.min_lr)
+        min_lr=config.optim.min_lr, cooldown=config.optim.plateau_cooldown)
     best, history, start = -math.inf, [], 0
+    protoefnet = isinstance(model, ProtoEFNet)
+    delta = config.loss.delta if protoefnet else None
+    # PAS's quantity before any training (the init is seeded, so a resumed run recomputes it).
+    initial = {"far_pair_angle": far_pair_angle_degrees(model.prototypes, model.prototype_labels, delta)} if protoefnet else {}
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -316,16 +392,17 @@ def fit(config: Config, out_dir, *, resume: bool = False) -> dict:
             sampler = list(sampler)[context.rank :: context.world]
         started = time.perf_counter()
         losses = train_epoch(trained, _loader(sets["train"], config, shuffle_seed=seed, sampler=sampler), loss_fn,
-                             optimizer, context, desc=f"epoch {epoch + 1}/{config.optim.epochs}")
+                             optimizer, context, desc=f"epoch {epoch + 1}/{config.optim.epochs}",
+                             diagnostic_batches=config.optim.diagnostic_batches)
         if not context.main:
             dist.barrier()
             continue
         trained_at = time.perf_counter()
-        val_metrics, _ = evaluate(model, val_loader, context, desc="validate")
+        val_metrics, _ = evaluate(model, val_loader, context, desc="validate", delta=delta)
         seconds = {"seconds_train": trained_at - started, "seconds_val": time.perf_counter() - trained_at}
         scheduler.step(val_metrics["r2"] if np.isfinite(val_metrics["r2"]) else -math.inf)
         row = {"epoch": epoch + 1, **{f"train_{k}": v for k, v in losses.items()},
-               **{f"val_{k}": val_metrics[k] for k in ("mae", "rmse", "r2", "f1_40")},
+               **{f"val_{k}": val_metrics[k] for k in ("mae", "rmse", "r2", "f1_40", *EPOCH_DIAGNOSTICS) if k in val_metrics},
                **{f"lr_{g.get('name', i)}": g["lr"] for i, g in enumerate(optimizer.param_groups)},
                **seconds}  # wall clock: the only columns a resumed run does not reproduce
         history.append(row)
@@ -344,7 +421,7 @@ def fit(config: Config, out_dir, *, resume: bool = False) -> dict:
         return {}
     from .push import finish_run  # push, head epochs, test, artefacts
 
-    return finish_run(model, config, sets, context, out, best_path)
+    return finish_run(model, config, sets, context, out, best_path, initial=initial)
 
 
 def load_run_model(path, *, device: str = "cpu") -> tuple[torch.nn.Module, Config]:

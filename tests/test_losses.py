@@ -267,3 +267,84 @@ def test_protoef_loss_weights_and_missing_inputs():
     expected = (0.1 * terms["mse"] + 10 * terms["cluster"] + 30 * terms["psd"] + 2.0 * terms["theta_l1"])
     assert terms["theta_l1"].item() == pytest.approx(5.0)
     assert total.item() == pytest.approx(expected.item(), rel=1e-12)
+
+
+# --------------------------------------------------------------------------- remedies (off in the paper)
+
+def test_label_aware_psd_hand_computed():
+    # Prototype labels 30 and 60, Δl = 5; samples at EF 31 and 58.
+    labels = torch.tensor([30.0, 60.0], dtype=f64)
+    y = torch.tensor([31.0, 58.0], dtype=f64)
+    s = torch.tensor([[0.2, 0.9],     # sample 1 (EF 31) is very similar to prototype 2 (label 60)
+                      [0.8, 0.4]], dtype=f64)
+    # Paper PSD: each prototype's nearest sample whatever its EF: d = 0.2 and 0.1.
+    paper = -(math.log(1 - 0.2 / 2) + math.log(1 - 0.1 / 2)) / 2
+    assert psd_loss(s).item() == pytest.approx(paper, rel=1e-12)
+    # Label-aware: prototype 1 may only use sample 1 (d = 0.8), prototype 2 only sample 2 (d = 0.6).
+    aware = -(math.log(1 - 0.8 / 2) + math.log(1 - 0.6 / 2)) / 2
+    assert psd_loss(s, y, labels, 5.0).item() == pytest.approx(aware, rel=1e-12)
+
+
+def test_label_aware_psd_skips_prototypes_without_a_sample_in_their_window():
+    labels = torch.tensor([30.0, 80.0], dtype=f64)
+    y = torch.tensor([31.0], dtype=f64)
+    s = torch.tensor([[0.5, 0.99]], dtype=f64)
+    # Only prototype 1 has a sample within 5: the mean runs over it alone.
+    assert psd_loss(s, y, labels, 5.0).item() == pytest.approx(-math.log(1 - 0.5 / 2), rel=1e-12)
+    s = s.requires_grad_()
+    psd_loss(s, y, labels, 5.0).backward()
+    assert s.grad[0, 1].item() == 0.0  # the out-of-window prototype gets no pull at all
+    assert psd_loss(torch.tensor([[0.5]], dtype=f64), torch.tensor([50.0], dtype=f64),
+                    torch.tensor([10.0], dtype=f64), 5.0).item() == 0.0
+
+
+def test_separation_hand_computed():
+    labels = torch.tensor([30.0, 35.0, 60.0, 80.0], dtype=f64)
+    y = torch.tensor([32.0, 78.0], dtype=f64)
+    s = torch.tensor([[0.9, 0.8, 0.5, -0.1],
+                      [0.3, 0.2, 0.6, 0.95]], dtype=f64)
+    # Sample 1: far prototypes (|l − y| > 5) are 60 and 80 → mean(0.5, −0.1) = 0.2.
+    # Sample 2: far are 30, 35, 60 → mean(0.3, 0.2, 0.6) = 0.3667.
+    expected = (0.2 + (0.3 + 0.2 + 0.6) / 3) / 2
+    from protoef.losses import separation_loss
+    assert separation_loss(s, y, labels, 5.0).item() == pytest.approx(expected, rel=1e-12)
+    # The window edge is inclusive (|l − y| = 5 is not far), as in the cluster term.
+    edge = separation_loss(torch.tensor([[0.4, 0.7]], dtype=f64), torch.tensor([35.0], dtype=f64),
+                           torch.tensor([30.0, 50.0], dtype=f64), 5.0)
+    assert edge.item() == pytest.approx(0.7, rel=1e-12)
+
+
+def test_soft_label_target_and_kl_hand_computed():
+    from protoef.losses import soft_label_loss, soft_label_target
+
+    labels = torch.tensor([40.0, 50.0, 60.0], dtype=f64)
+    y = torch.tensor([50.0], dtype=f64)
+    q = soft_label_target(y, labels, sigma=10.0)
+    # exp(−100/200) = e^−0.5 for the outer two, 1 for the centre.
+    z = 1 + 2 * math.exp(-0.5)
+    assert q[0].tolist() == pytest.approx([math.exp(-0.5) / z, 1 / z, math.exp(-0.5) / z], rel=1e-12)
+    beta = torch.tensor([[0.2, 0.5, 0.3]], dtype=f64)
+    expected = sum(qk * math.log(qk / bk) for qk, bk in zip(q[0].tolist(), [0.2, 0.5, 0.3]))
+    assert soft_label_loss(beta, y, labels, sigma=10.0).item() == pytest.approx(expected, rel=1e-12)
+    assert soft_label_loss(q, y, labels, sigma=10.0).item() == pytest.approx(0.0, abs=1e-12)
+
+
+def test_remedy_terms_enter_the_total_only_with_their_weights():
+    from protoef.losses import separation_loss, soft_label_loss
+
+    torch.manual_seed(0)
+    model = torch.nn.Module()
+    model.prototypes = torch.nn.Parameter(torch.rand(4, 6, dtype=f64))
+    model.register_buffer("prototype_labels", torch.tensor([20.0, 40.0, 60.0, 80.0], dtype=f64))
+    s = torch.rand(3, 4, dtype=f64) * 2 - 1
+    beta = torch.softmax(s / 0.2, dim=1)
+    ef = (beta * model.prototype_labels).sum(1)
+    output = ProtoEFOutput(ef, s, torch.rand(3, 4, 1, 2, 2, dtype=f64), beta)
+    y = torch.tensor([25.0, 55.0, 79.0], dtype=f64)
+    plain, plain_terms = ProtoEFLoss(occurrence=0.0)(output, y, model)
+    assert "separation" not in plain_terms and "soft_label" not in plain_terms
+    total, terms = ProtoEFLoss(occurrence=0.0, separation=2.0, soft_label=3.0, soft_label_sigma=4.0)(output, y, model)
+    expected = plain + 2.0 * separation_loss(s, y, model.prototype_labels, 5.0) \
+        + 3.0 * soft_label_loss(beta, y, model.prototype_labels, 4.0)
+    assert total.item() == pytest.approx(expected.item(), rel=1e-12)
+    assert set(terms) >= {"separation", "soft_label"}

@@ -68,9 +68,21 @@ def test_run_directory_is_complete_and_well_formed(finished_run, cache):
     assert (predictions["top1_beta"] >= predictions["top2_beta"]).all()
 
 
-def test_push_projects_prototypes_onto_real_training_clips(finished_run, cache):
-    model, config = load_run_model(finished_run)
-    table = pd.read_csv(finished_run / "prototypes" / "prototypes.csv")
+@pytest.fixture(scope="module")
+def head_epoch_run(cache, tmp_path_factory) -> pathlib.Path:
+    """A smoke run with a head-only epoch after the push (θ learns, nothing else may move)."""
+    out = tmp_path_factory.mktemp("run") / "smoke-head"
+    fit(smoke(cache, **{"optim.head_epochs_after_push": 1}), out)
+    return out
+
+
+@pytest.mark.parametrize("run_fixture", ["finished_run", "head_epoch_run"])
+def test_push_projects_prototypes_onto_real_training_clips(run_fixture, request, cache):
+    # With head epochs, a model left in train mode would update BatchNorm statistics and
+    # the prototypes would stop being their source clips' features: the check below catches it.
+    run = request.getfixturevalue(run_fixture)
+    model, config = load_run_model(run)
+    table = pd.read_csv(run / "prototypes" / "prototypes.csv")
     files = read_file_list(data_root(config)).set_index("filename")
     assert (files.loc[table["source_filename"], "Split"] == "TRAIN").all()
     # Labels are the true EF of the source clip...
@@ -86,6 +98,33 @@ def test_push_projects_prototypes_onto_real_training_clips(finished_run, cache):
         torch.testing.assert_close(model.prototypes[row.prototype], features[row.prototype], rtol=1e-4, atol=1e-5)
         if not row.fallback:
             assert abs(row.ef_label - row.label_before) <= config.loss.delta + 1e-6
+
+
+def test_run_records_interpretability_diagnostics(finished_run):
+    metrics = _metrics(finished_run)
+    post = metrics["test"]["post_push"]
+    predictions = pd.read_csv(finished_run / "predictions.csv")
+    # Recomputed from predictions.csv (written separately): |top-1 label − EF| per video.
+    error = (predictions["top1_label"] - predictions["ef"]).abs()
+    assert post["top1_label_within_10"] == pytest.approx((error <= 10).mean())
+    assert post["top1_label_median_error"] == pytest.approx(error.median())
+    assert post["top1_beta"] == pytest.approx(predictions["top1_beta"].mean(), rel=1e-5)
+    table = pd.read_csv(finished_run / "prototypes" / "prototypes.csv")
+    assert metrics["push"]["distinct_sources"] == table["source_filename"].nunique()
+    assert metrics["push"]["shared"] == int(table["shared"].sum())
+    assert 0 < metrics["initial"]["far_pair_angle"] < 90  # uniform [0, 1) init: every angle is acute
+    files = read_file_list(data_root(load_run_model(finished_run)[1]))
+    train_mean = files.loc[files["Split"] == "TRAIN", "EF"].mean()
+    assert metrics["trivial"]["train_mean_ef"] == pytest.approx(train_mean, rel=1e-5)
+    assert metrics["trivial"]["test_mae"] == pytest.approx((predictions["ef"] - train_mean).abs().mean(), rel=1e-5)
+    with np.load(finished_run / "test_attention.npz") as attention:
+        assert attention["weights"].shape == (len(predictions), 10)
+        np.testing.assert_allclose(attention["weights"].max(axis=1), predictions["top1_beta"], rtol=1e-5)
+    history = pd.read_csv(finished_run / "history.csv")
+    for column in ("val_similarity_gap", "val_top1_label_within_10", "val_far_pair_angle",
+                   "train_grad_mse_prototypes", "train_grad_pas_prototypes", "train_grad_cluster_features"):
+        assert history[column].notna().all(), column
+    assert (history["train_grad_pas_features"] == 0).all()  # PAS acts on the prototypes alone
 
 
 def _metrics(out) -> dict:
@@ -142,8 +181,8 @@ def test_initial_weights_depend_on_the_seed_alone(cache, tmp_path, monkeypatch):
 
     initial, build, size = [], train.build_model, train.feature_size
 
-    def capture(config):
-        initial.append(torch.cat([p.detach().flatten() for p in build(config).parameters()]))
+    def capture(config, **options):
+        initial.append(torch.cat([p.detach().flatten() for p in build(config, **options).parameters()]))
         raise Built
 
     monkeypatch.setattr(train, "build_model", capture)

@@ -49,7 +49,7 @@ from tqdm import tqdm
 
 from protoef.data.tracings import disc_volume, ejection_fraction
 
-__all__ = ["PIXEL_SPACING_CM", "VideoParams", "generate", "lv_time_course", "main", "video_parameters"]
+__all__ = ["PIXEL_SPACING_CM", "SPLIT_FRACTIONS", "VideoParams", "generate", "lv_time_course", "main", "video_parameters"]
 
 FRAME_SIZE = 112
 N_CHORDS = 20
@@ -352,17 +352,22 @@ def _default_workers() -> int:
 
 
 def generate(out_dir: str | os.PathLike, *, videos: int = 400, seed: int = 0, workers: int | None = None,
-             write_masks: bool = True, progress: bool = True) -> pathlib.Path:
+             write_masks: bool = True, progress: bool = True, val_fraction: float = SPLIT_FRACTIONS["VAL"],
+             test_fraction: float = SPLIT_FRACTIONS["TEST"]) -> pathlib.Path:
     """Write a synthetic EchoNet-Dynamic-format data set of ``videos`` videos to ``out_dir``.
 
     ``workers``: processes (default: usable CPUs; <= 1 renders in this process). The output
     is identical for any ``workers``. Workers are *spawned*, so a script calling this with
     ``workers > 1`` needs the usual ``if __name__ == "__main__":`` guard. Existing files of
     the same names are overwritten. ``write_masks``: also write ``LVMasks/*.npz``.
+    ``val_fraction`` / ``test_fraction``: shares of VAL and TEST (TRAIN gets the rest).
     Returns the data-set root.
     """
     if videos < 1:
         raise ValueError(f"videos must be >= 1, got {videos}")
+    if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
+        raise ValueError(f"val_fraction {val_fraction} and test_fraction {test_fraction} must be in [0, 1) "
+                         "and leave a share for TRAIN")
     root = pathlib.Path(out_dir)
     (root / "Videos").mkdir(parents=True, exist_ok=True)
     if write_masks:
@@ -379,8 +384,8 @@ def generate(out_dir: str | os.PathLike, *, videos: int = 400, seed: int = 0, wo
     filelist = pd.DataFrame([row for row, _ in results])
     if filelist["FileName"].duplicated().any():  # 64-bit random names: practically never
         raise RuntimeError("duplicate synthetic file names; use another seed")
-    # Exact split counts on a seeded permutation (VAL and TEST get the rounding rest).
-    n_train, n_val = round(SPLIT_FRACTIONS["TRAIN"] * videos), round(SPLIT_FRACTIONS["VAL"] * videos)
+    # Exact split counts on a seeded permutation (TEST gets the rounding rest).
+    n_train, n_val = round((1.0 - val_fraction - test_fraction) * videos), round(val_fraction * videos)
     split = np.array(["TEST"] * videos, dtype=object)
     order = np.random.default_rng(np.random.SeedSequence(seed)).permutation(videos)
     split[order[:n_train]], split[order[n_train:n_train + n_val]] = "TRAIN", "VAL"

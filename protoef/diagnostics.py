@@ -1,0 +1,129 @@
+"""Is a trained ProtoEFNet interpretable? The numbers that say so, per epoch and per run.
+
+A ProtoEFNet can regress EF well while its explanation is empty: when every similarity
+rises towards 1, β is nearly flat and the prediction comes from tilting a mixture of all
+prototypes, so "the prototypes it leaned on" mean nothing. These diagnostics make that
+visible (README, "Is the model interpretable?"):
+
+- `similarity_gap`: mean s inside the label window (|l_j − y| ≤ Δl) minus outside it;
+  about 0 for a collapsed model.
+- `attention_summary`: mean top-1 β, mean β entropy (nats; ln P for a flat β) and the
+  sparsity of SPEC §6 (prototypes covering 80 % of the β mass).
+- `top1_label_error`: how far the label of the top-β prototype is from the true EF
+  (median, and the share within ±10 EF points): does the explanation point at the answer?
+- `far_pair_angle_degrees`: mean angle between prototypes whose labels are > Δl apart,
+  the quantity PAS raises; compare with its value at initialisation.
+- `ef_range_summary`: per EF range (< 40, 40–50, ≥ 50) the MAE and how many distinct
+  prototypes serve that range as top-1.
+- `loss_gradient_norms`: each weighted loss term's gradient norm on the prototypes and on
+  the shared backbone features: which term actually drives training.
+
+Inputs are per-video arrays (numpy or torch); outputs are plain floats and ints.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .metrics import EF_GROUPS, sparsity
+
+__all__ = [
+    "similarity_gap", "attention_summary", "top1_label_error", "far_pair_angle_degrees",
+    "ef_range_summary", "interpretability_summary", "loss_gradient_norms", "TOP1_WINDOW",
+]
+
+TOP1_WINDOW = 10.0  # EF points: the top-1 label "points at the answer" when this close
+
+
+def _numpy(values) -> np.ndarray:
+    if isinstance(values, Tensor):
+        values = values.detach().cpu().double().numpy()
+    return np.asarray(values, dtype=np.float64)
+
+
+def similarity_gap(similarities, targets, labels, delta: float) -> float:
+    """mean s_ij over pairs with |l_j − y_i| ≤ delta minus the mean over the other pairs
+    (pairs pooled over all samples); NaN when either group is empty. (N, P), (N,), (P,)."""
+    s, y, l = _numpy(similarities), _numpy(targets), _numpy(labels)
+    inside = np.abs(l[None, :] - y[:, None]) <= delta  # (N, P)
+    if not inside.any() or inside.all():
+        return math.nan
+    return float(s[inside].mean() - s[~inside].mean())
+
+
+def attention_summary(weights) -> dict[str, float]:
+    """top1_beta, beta_entropy (nats) and sparsity (80 % mass), each the mean over samples."""
+    beta = _numpy(weights)
+    beta = beta / beta.sum(axis=1, keepdims=True)
+    entropy = -(beta * np.log(np.clip(beta, 1e-300, None))).sum(axis=1)
+    return {"top1_beta": float(beta.max(axis=1).mean()), "beta_entropy": float(entropy.mean()),
+            "sparsity": float(sparsity(beta).mean())}
+
+
+def top1_label_error(weights, labels, targets, window: float = TOP1_WINDOW) -> dict[str, float]:
+    """|label of the top-β prototype − true EF|: its median and the share ≤ `window`."""
+    beta, l, y = _numpy(weights), _numpy(labels), _numpy(targets)
+    error = np.abs(l[beta.argmax(axis=1)] - y)
+    return {"top1_label_median_error": float(np.median(error)),
+            "top1_label_within_10": float((error <= window).mean())}
+
+
+def far_pair_angle_degrees(prototypes, labels, delta: float) -> float:
+    """Mean angle (degrees) over prototype pairs j < k with |l_j − l_k| > delta; NaN if none.
+
+    The angle is 2·atan2(|u − v|, |u + v|) of the unit vectors, exact near 0° and 180°
+    where arccos(u·v) loses digits."""
+    p, l = _numpy(prototypes), _numpy(labels)
+    unit = p / np.maximum(np.linalg.norm(p, axis=1, keepdims=True), 1e-12)
+    j, k = np.triu_indices(len(l), k=1)
+    far = np.abs(l[j] - l[k]) > delta
+    if not far.any():
+        return math.nan
+    u, v = unit[j[far]], unit[k[far]]
+    angles = 2 * np.arctan2(np.linalg.norm(u - v, axis=1), np.linalg.norm(u + v, axis=1))
+    return float(np.degrees(angles).mean())
+
+
+def ef_range_summary(targets, predictions, weights) -> dict[str, float]:
+    """Per range of the true EF (metrics.EF_GROUPS): ``mae_<range>``, ``n_<range>`` and
+    ``prototypes_<range>``, the number of distinct top-1 prototypes among its videos."""
+    y, prediction, top1 = _numpy(targets), _numpy(predictions), _numpy(weights).argmax(axis=1)
+    summary: dict[str, float] = {}
+    for name, (low, high) in EF_GROUPS.items():
+        group = name.removeprefix("mae_")
+        inside = (y >= low) & (y < high)
+        summary[f"mae_{group}"] = float(np.abs(prediction[inside] - y[inside]).mean()) if inside.any() else math.nan
+        summary[f"n_{group}"] = int(inside.sum())
+        summary[f"prototypes_{group}"] = int(len(np.unique(top1[inside])))
+    return summary
+
+
+def interpretability_summary(predictions: dict, labels, delta: float) -> dict[str, float]:
+    """All prediction-level diagnostics of one evaluation (`train.predict`'s output with
+    ``weights`` and ``similarities``) for prototype labels `labels` (P,)."""
+    y = predictions["ef"]
+    return {"similarity_gap": similarity_gap(predictions["similarities"], y, labels, delta),
+            **attention_summary(predictions["weights"]),
+            **top1_label_error(predictions["weights"], labels, y),
+            **ef_range_summary(y, predictions["prediction"], predictions["weights"])}
+
+
+def loss_gradient_norms(terms: dict[str, Tensor], loss_weights: dict[str, float], *,
+                        prototypes: Tensor, shared_features: Tensor) -> dict[str, float]:
+    """L2 norm of each weighted term's gradient on the prototypes (P, D) and on the shared
+    backbone features (N, C, T', H', W'), keys ``grad_<term>_prototypes`` and
+    ``grad_<term>_features``. Terms of weight 0 are skipped; the graph is kept for the
+    training step that follows."""
+    norms: dict[str, float] = {}
+    for name, value in terms.items():
+        weight = loss_weights.get(name, 0.0)
+        if weight == 0 or not value.requires_grad:
+            continue
+        grads = torch.autograd.grad(weight * value, [prototypes, shared_features], retain_graph=True,
+                                    allow_unused=True)
+        for target, grad in zip(("prototypes", "features"), grads):
+            norms[f"grad_{name}_{target}"] = 0.0 if grad is None else float(grad.float().norm())
+    return norms
