@@ -104,8 +104,8 @@ def _save_prototypes(out: pathlib.Path, result: PushResult) -> None:
     runs.write_csv(folder / "prototypes.csv", result.table)
     for row, occurrence_map in zip(result.table.itertuples(), result.occurrence_maps):
         path = folder / f"prototype_{row.prototype:02d}.npz"
-        np.savez_compressed(path, occurrence_map=occurrence_map, feature=result.prototypes[row.prototype].numpy(),
-                            ef_label=row.ef_label, source_filename=row.source_filename, clip_start=row.clip_start)
+        runs.write_npz(path, occurrence_map=occurrence_map, feature=result.prototypes[row.prototype].numpy(),
+                       ef_label=row.ef_label, source_filename=row.source_filename, clip_start=row.clip_start)
 
 
 def finish_run(model, config, sets, context, out: pathlib.Path, best_path: pathlib.Path) -> dict:
