@@ -361,8 +361,8 @@ def generate(out_dir: str | os.PathLike, *, videos: int = 400, seed: int = 0, wo
     the same names are overwritten. ``write_masks``: also write ``LVMasks/*.npz``.
     Returns the data-set root.
     """
-    if videos < 1:
-        raise ValueError(f"videos must be >= 1, got {videos}")
+    if videos < 3:
+        raise ValueError(f"videos must be >= 3 (at least one TRAIN, one VAL and one TEST video), got {videos}")
     root = pathlib.Path(out_dir)
     (root / "Videos").mkdir(parents=True, exist_ok=True)
     if write_masks:
@@ -379,8 +379,10 @@ def generate(out_dir: str | os.PathLike, *, videos: int = 400, seed: int = 0, wo
     filelist = pd.DataFrame([row for row, _ in results])
     if filelist["FileName"].duplicated().any():  # 64-bit random names: practically never
         raise RuntimeError("duplicate synthetic file names; use another seed")
-    # Exact split counts on a seeded permutation (VAL and TEST get the rounding rest).
-    n_train, n_val = round(SPLIT_FRACTIONS["TRAIN"] * videos), round(SPLIT_FRACTIONS["VAL"] * videos)
+    # Exact split counts on a seeded permutation (VAL and TEST get the rounding rest); every
+    # split gets at least one video, so a tiny set still trains, validates and tests.
+    n_val = max(1, round(SPLIT_FRACTIONS["VAL"] * videos))
+    n_train = min(round(SPLIT_FRACTIONS["TRAIN"] * videos), videos - n_val - 1)
     split = np.array(["TEST"] * videos, dtype=object)
     order = np.random.default_rng(np.random.SeedSequence(seed)).permutation(videos)
     split[order[:n_train]], split[order[n_train:n_train + n_val]] = "TRAIN", "VAL"
