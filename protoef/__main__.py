@@ -19,7 +19,7 @@ import warnings
 def _check_data(args) -> int:
     from protoef.data import DataError, EchoNet
 
-    total_skipped = 0
+    total_skipped, empty = 0, []
     try:
         for split in ("TRAIN", "VAL", "TEST"):
             with warnings.catch_warnings():
@@ -31,21 +31,45 @@ def _check_data(args) -> int:
             for filename, reason in dataset.skipped:
                 print(f"    skipped {filename}: {reason}")
             total_skipped += len(dataset.skipped)
+            if not len(dataset):
+                empty.append(split)
     except DataError as error:
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    if empty:
+        print(f"error: {args.root}: no usable video in split(s) {', '.join(empty)}; training needs TRAIN, VAL and "
+              "TEST videos (FileList.csv's Split column)", file=sys.stderr)
         return 2
     return 1 if args.fail_on_skip and total_skipped else 0
 
 
+def _synth(args) -> int:
+    from protoef.data import synthetic
+
+    root = synthetic.generate(args.out_dir, videos=args.videos, seed=args.seed, workers=args.workers)
+    print(f"[synth] {args.videos} videos → {root}")
+    return 0
+
+
 def _train(args) -> int:
-    from protoef.config import resolve
+    import pathlib
+
+    from protoef.config import apply_overrides, from_dict, resolve
+    from protoef.runs import read_config
     from protoef.train import fit
 
     overrides = list(args.set)
     if args.data:
         overrides.append(f"data.root={args.data}")
-    config = resolve(args.profile, overrides)
+    config = resolve(args.profile or "demo", overrides)
     out = args.out or f"runs/{config.profile}-{config.model.kind}-seed{config.seed}"
+    if args.resume and (pathlib.Path(out) / "config.json").is_file():
+        # Resuming continues the stored config: only what is given here (--set, --data, an
+        # explicit --profile) is compared with it, and fit refuses what differs.
+        stored = from_dict(read_config(out))
+        if args.profile:
+            overrides.insert(0, f"profile={args.profile}")
+        config = apply_overrides(stored, overrides).validate()
     fit(config, out, resume=args.resume)
     if os.environ.get("RANK", "0") == "0":  # torchrun: one report, from rank 0
         print(f"[train] run directory: {out}")
@@ -56,16 +80,21 @@ def _evaluate(args) -> int:
     import json
 
     from protoef.data import EchoNet
-    from protoef.train import _loader, data_root, evaluate, load_run_model
+    from protoef.train import _loader, data_root, evaluate, load_run
 
-    model, config = load_run_model(args.run)
+    model, config, checkpoint = load_run(args.run)
     if args.data:
         config.data.root = args.data
     d = config.data
     clips = d.test_clips if args.split.upper() == "TEST" else "deterministic"
-    dataset = EchoNet(data_root(config), args.split, clip_length=d.clip_length, period=d.period, resize=d.resize,
+    root = data_root(config)
+    dataset = EchoNet(root, args.split, clip_length=d.clip_length, period=d.period, resize=d.resize,
                       clips=clips, mean=d.mean, std=d.std)
+    if not len(dataset):
+        raise ValueError(f"{root}: split {args.split.upper()} has no usable video ({len(dataset.skipped)} skipped); "
+                         "nothing to evaluate. Choose --split TRAIN, VAL or TEST with videos (check-data lists them)")
     metrics, _ = evaluate(model, _loader(dataset, config, batch_size=1 if clips != "deterministic" else None))
+    metrics = {"checkpoint": checkpoint, "split": args.split.upper(), **metrics}
     print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items()}, indent=2))
     return 0
 
@@ -73,18 +102,29 @@ def _evaluate(args) -> int:
 def _predict(args) -> int:
     import pathlib
 
-    from protoef.inference import predict_videos, video_paths
-    from protoef.train import load_run_model
+    from protoef.inference import predict_videos, training_reference, video_paths
+    from protoef.train import load_run
 
-    model, config = load_run_model(args.run)
+    model, config, checkpoint = load_run(args.run)
+    paths = video_paths(args.videos)  # both checked before anything is created: a rejected call leaves no folder
     run_dir = pathlib.Path(args.run) if pathlib.Path(args.run).is_dir() else pathlib.Path(args.run).parents[1]
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    table = predict_videos(model, config, video_paths(args.videos), explain_dir=None if args.no_figures else out,
-                           prototype_dir=run_dir / "prototypes")
+    reference = training_reference(run_dir)
+    if reference is None:
+        print(f"[predict] warning: {run_dir} records no training-video summary (a run from an older version): "
+              "aspect ratios and frame rates are not compared with training", file=sys.stderr)
+    table = predict_videos(model, config, paths, explain_dir=None if args.no_figures else out,
+                           prototype_dir=run_dir / "prototypes", reference=reference)
+    table["checkpoint"] = checkpoint
     table.to_csv(out / "predictions.csv", index=False)
     print(table.to_string(index=False, max_cols=8))
     print(f"[predict] {len(table)} video(s) → {out / 'predictions.csv'}")
+    flagged = table["warnings"].fillna("").ne("") if "warnings" in table else None
+    if flagged is not None and flagged.any():
+        print(f"[predict] warning: {int(flagged.sum())} video(s) flagged, see the warnings column: "
+              + "; ".join(f"{name}: {text}" for name, text in zip(table.loc[flagged, "filename"], table.loc[flagged, "warnings"])),
+              file=sys.stderr)
     return 1 if "error" in table and table["error"].notna().all() else 0
 
 
@@ -117,7 +157,8 @@ def main(argv=None) -> int:
     check.add_argument("--fail-on-skip", action="store_true", help="exit 1 if any video would be skipped")
 
     train = commands.add_parser("train", help="train, push and test a model; writes a run directory")
-    train.add_argument("--profile", default="demo", choices=("demo", "smoke", "paper"))
+    train.add_argument("--profile", choices=("demo", "smoke", "paper"),
+                       help="default demo; with --resume the run's own profile")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override, e.g. model.tau=0.5")
     train.add_argument("--data", help="EchoNet-format root (sets data.root)")
     train.add_argument("--out", help="run directory (default runs/<profile>-<model>-seed<seed>)")
@@ -141,11 +182,11 @@ def main(argv=None) -> int:
 
     args = parser.parse_args(argv)
     handlers = {"train": _train, "evaluate": _evaluate, "predict": _predict, "check-data": _check_data,
-                "gallery": _gallery}
+                "gallery": _gallery, "synth": _synth}
     if args.command in handlers:
         try:
             return handlers[args.command](args)
-        except (FileNotFoundError, FileExistsError, KeyError, TypeError, ValueError, RuntimeError) as error:
+        except (OSError, KeyError, TypeError, ValueError, RuntimeError) as error:
             # Expected failures (missing data or weights, bad checkpoint, bad override) get one
             # clear line; PROTOEF_DEBUG=1 shows the traceback when it is a bug after all.
             if os.environ.get("PROTOEF_DEBUG"):
@@ -153,11 +194,6 @@ def main(argv=None) -> int:
             message = error.args[0] if isinstance(error, KeyError) and error.args else error
             print(f"error: {message}  (PROTOEF_DEBUG=1 for the traceback)", file=sys.stderr)
             return 2
-    if args.command == "synth":
-        from protoef.data import synthetic
-
-        synthetic.generate(args.out_dir, videos=args.videos, seed=args.seed, workers=args.workers)
-        return 0
     parser.error(f"unknown command {args.command}")
 
 

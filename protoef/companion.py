@@ -8,7 +8,9 @@ notebook tests (``pytest notebooks/``, nbval) set ``PROTOEF_PROFILE=smoke`` in
 
 Locations (all under the repository, none hard-coded elsewhere):
 - runs: ``runs/<profile>-<name>/`` (layout: `protoef.runs`); a finished run (its
-  ``metrics.json`` exists) is reused, an interrupted one resumed, a missing one trained;
+  ``metrics.json`` exists) is reused, an interrupted one resumed, a missing one trained,
+  and a run whose stored config differs from the requested one is refused, naming the
+  differing keys (never a stale run for changed parameters);
 - figures: ``figures/`` for the demo profile (the committed figures), ``figures/<profile>/``
   for the others, so a CI smoke run never overwrites the committed demo figures;
 - data: ``$PROTOEF_CACHE`` or ``.cache/`` (synthetic sets, decoded-video cache), or EchoNet-Dynamic from
@@ -22,6 +24,7 @@ import pathlib
 
 import pandas as pd
 
+from . import runs
 from .config import Config, resolve
 from .train import data_root, fit
 
@@ -48,13 +51,23 @@ def run_dir(profile: str, name: str) -> pathlib.Path:
 
 def ensure_run(profile: str, name: str, overrides: dict | None = None, *, data: str | None = None,
                path=None) -> pathlib.Path:
-    """The run directory of ``name``: reused when finished, resumed when interrupted,
-    trained otherwise. ``path`` points at an existing run elsewhere (e.g. from a GPU box)."""
+    """The run directory of ``name`` for the resolved config of ``profile`` + ``overrides``:
+    reused when finished, resumed when interrupted, trained otherwise. A run there with
+    another config is refused with the differing keys named: changed parameters need
+    another ``name`` (or the old run deleted). Where and how it runs (device, cache
+    folder, loader workers, the data set's folder) does not count (`runs.is_runtime_difference`). ``path`` points at an existing run elsewhere (e.g. from a GPU box)."""
     out = pathlib.Path(path) if path else run_dir(profile, name)
+    config = config_for(profile, overrides, data=data)
+    resume = (out / "checkpoints" / "last.pt").is_file()
+    if (out / "metrics.json").is_file() or resume:
+        differences = runs.config_differences(runs.read_config(out), config.to_dict())
+        if differences:
+            listed = ", ".join(f"{key} (run: {old!r}, requested: {new!r})" for key, (old, new) in differences.items())
+            raise ValueError(f"{out}: holds a run of another config: {listed}. Give these settings another run name, "
+                             "or delete the run (./run_all.sh --force retrains every run)")
     if (out / "metrics.json").is_file():
         return out
-    resume = (out / "checkpoints" / "last.pt").is_file()
-    fit(config_for(profile, overrides, data=data), out, resume=resume)
+    fit(config, out, resume=resume)
     return out
 
 

@@ -19,11 +19,14 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 import os
+import re
 import typing
 from dataclasses import dataclass, field
 
-__all__ = ["Config", "DataConfig", "ModelConfig", "LossConfig", "OptimConfig", "PROFILES", "DEMO_RECIPE", "PAPER_RECIPE", "REMEDIES", "resolve", "apply_overrides", "from_dict"]
+__all__ = ["Config", "DataConfig", "ModelConfig", "LossConfig", "OptimConfig", "PROFILES", "DEMO_RECIPE", "PAPER_RECIPE", "REMEDIES",
+           "resolve", "apply_overrides", "from_dict", "VALID_RANGES"]
 
 
 @dataclass
@@ -68,9 +71,9 @@ class ModelConfig:
     tau: float = 0.2
     label_min: float = 10.0  # initial prototype labels: linspace(label_min, label_max, P)
     label_max: float = 90.0
-    # Remedy (off in the paper): set label_min/max to the TRAIN EF range at the start of a
-    # run, so no initial label lies where no training clip can be pushed (docs: README,
-    # "Two recipes").
+    # Remedy (off in the paper): the initial labels span the TRAIN EF range instead of
+    # [label_min, label_max], so no label lies where no training clip can be pushed (the run
+    # records the range in metrics.json, "initial"; README, "Two recipes").
     labels_from_train: bool = False
 
 
@@ -134,6 +137,32 @@ class Config:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=False)
+
+    def validate(self) -> "Config":
+        """Check every value against its valid range (`VALID_RANGES`, plus the checks that
+        relate two keys) before anything heavy runs; one ValueError names each bad key, its
+        value and the range. Returns the config itself."""
+        problems = []
+        for key, is_valid, expected in VALID_RANGES:
+            value = self
+            for part in key.split("."):
+                value = getattr(value, part)
+            finite = not isinstance(value, float) or math.isfinite(value)
+            if not (finite and is_valid(value)):
+                problems.append(f"{key} = {value!r} (expected {expected})")
+        if self.data.synthetic_val_fraction + self.data.synthetic_test_fraction >= 1.0:
+            problems.append(f"data.synthetic_val_fraction + data.synthetic_test_fraction = "
+                            f"{self.data.synthetic_val_fraction + self.data.synthetic_test_fraction:g} (expected < 1: TRAIN needs a share)")
+        if self.model.label_min >= self.model.label_max:
+            problems.append(f"model.label_min = {self.model.label_min!r} and model.label_max = {self.model.label_max!r} "
+                            "(expected label_min < label_max)")
+        if self.model.kind == "protoefnet" and 1 <= self.model.num_prototypes < self.loss.cluster_k:
+            problems.append(f"loss.cluster_k = {self.loss.cluster_k!r} (expected at most model.num_prototypes = "
+                            f"{self.model.num_prototypes})")
+        if problems:
+            raise ValueError("invalid config: " + "; ".join(problems) + ". Set a valid value, e.g. --set KEY=VALUE "
+                             "on the command line or resolve(profile, {KEY: VALUE}).")
+        return self
 
 
 def _paper() -> Config:
@@ -304,7 +333,7 @@ def resolve(profile: str = "demo", overrides=None) -> Config:
     """A named profile with overrides applied: the one config a run uses and saves."""
     if profile not in PROFILES:
         raise KeyError(f"unknown profile {profile!r}; choose one of {sorted(PROFILES)}")
-    return apply_overrides(PROFILES[profile](), overrides)
+    return apply_overrides(PROFILES[profile](), overrides).validate()
 
 
 def from_dict(values: dict) -> Config:
@@ -318,3 +347,57 @@ def from_dict(values: dict) -> Config:
         else:
             flat[name] = value
     return apply_overrides(config, flat)
+
+
+def _at_least(low):
+    return lambda value: value >= low
+
+
+def _optional(check):
+    return lambda value: value is None or check(value)
+
+
+# (dotted key, check, what is expected): the ranges `Config.validate` enforces. Floats must
+# also be finite (no NaN or inf). A new field gets its row here.
+VALID_RANGES: list[tuple[str, typing.Callable[[typing.Any], bool], str]] = [
+    ("seed", _at_least(0), "an int >= 0"),
+    ("device", lambda value: re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", value) is not None, "auto, cpu, mps, cuda or cuda:N"),
+    ("data.synthetic_videos", _at_least(3), "an int >= 3: one TRAIN, one VAL and one TEST video at least"),
+    ("data.clip_length", _at_least(1), "an int >= 1 (frames per clip)"),
+    ("data.period", _at_least(1), "an int >= 1 (every period-th frame is taken)"),
+    ("data.resize", _at_least(16), "an int >= 16 (pixels; the backbone shrinks frames 8x and the "
+                                   "occurrence-loss background needs at least 2x2 feature maps)"),
+    ("data.test_clips", _at_least(1), "an int >= 1 (clips per test video)"),
+    ("data.mean", _optional(lambda value: 0.0 <= value <= 1.0), "None (computed) or a pixel mean in [0, 1]"),
+    ("data.std", _optional(lambda value: value > 0.0), "None (computed) or a pixel std > 0"),
+    ("data.background_dilation", lambda value: value >= 1 and value % 2 == 1, "an odd int >= 1 (a max-pool size)"),
+    ("data.rotation_degrees", lambda value: 0.0 <= value <= 180.0, "degrees in [0, 180]"),
+    ("data.oversample_threshold", lambda value: 0.0 < value < 100.0, "an EF in percent in (0, 100)"),
+    ("data.batch_size", _at_least(1), "an int >= 1"),
+    ("data.num_workers", _at_least(0), "an int >= 0 (0: load in the training process)"),
+    ("data.limit_videos", _optional(_at_least(1)), "None (every video) or an int >= 1"),
+    ("model.kind", lambda value: value in ("protoefnet", "blackbox"), "'protoefnet' or 'blackbox'"),
+    ("model.num_prototypes", _at_least(1), "an int >= 1"),
+    ("model.prototype_dim", _at_least(1), "an int >= 1"),
+    ("model.tau", lambda value: value > 0.0, "> 0 (the softmax temperature of the similarities)"),
+    *[(f"loss.{name}", _at_least(0.0), ">= 0 (a loss weight)")
+      for name in ("mse", "cluster", "psd", "pas", "occurrence", "orthogonality", "transformation", "theta_l1",
+                   "separation", "soft_label")],
+    ("loss.soft_label_sigma", lambda value: value > 0.0, "> 0 (EF points)"),
+    ("data.synthetic_val_fraction", lambda value: 0.0 <= value < 1.0, "a share in [0, 1)"),
+    ("data.synthetic_test_fraction", lambda value: 0.0 <= value < 1.0, "a share in [0, 1)"),
+    ("model.warm_start_videos", _at_least(3), "an int >= 3"),
+    ("model.warm_start_epochs", _at_least(1), "an int >= 1"),
+    ("optim.plateau_cooldown", _at_least(0), "an int >= 0"),
+    ("optim.diagnostic_batches", _at_least(0), "an int >= 0 (0: no gradient diagnostics)"),
+    ("loss.delta", _at_least(0.0), ">= 0 (a label window in EF points)"),
+    ("loss.cluster_k", _at_least(1), "an int >= 1"),
+    ("loss.occurrence_p", _at_least(1), "an int >= 1"),
+    ("optim.epochs", _at_least(1), "an int >= 1"),
+    *[(f"optim.{name}", _at_least(0.0), ">= 0 (a learning rate)")
+      for name in ("lr_backbone", "lr_features", "lr_occurrence", "lr_prototypes", "lr_head", "min_lr")],
+    ("optim.weight_decay", _at_least(0.0), ">= 0"),
+    ("optim.plateau_factor", lambda value: 0.0 < value < 1.0, "a factor in (0, 1)"),
+    ("optim.plateau_patience", _at_least(0), "an int >= 0"),
+    ("optim.head_epochs_after_push", _at_least(0), "an int >= 0"),
+]

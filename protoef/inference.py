@@ -5,10 +5,20 @@ clip length, period, frame size, mean/std, up to ``data.test_clips`` non-overlap
 clips, predictions and β averaged over clips), so a result here is comparable with the
 run's test metrics. For ProtoEFNet each row also names the top prototypes, their EF
 labels, β and the real training clip each prototype was pushed onto.
+
+Nothing is predicted silently from input unlike the training data. Each row carries the
+video's decoded ``frames``, ``fps`` and ``height``/``width`` and the flags ``truncated``
+(fewer frames decode than the container promises), ``short`` (shorter than one clip span:
+padded with black), ``stretched`` (aspect ratio unlike the training frames') and
+``fps_unlike_training`` (outside the training videos' frame-rate range), each explained
+in the ``warnings`` text. A video too short to give at least half of a clip's frames
+(`minimum_frames`) is refused: its row has an ``error`` and no prediction.
 """
 from __future__ import annotations
 
+import json
 import logging
+import math
 import pathlib
 
 import numpy as np
@@ -17,9 +27,13 @@ import torch
 from tqdm.auto import tqdm
 
 from .config import Config
-from .data import VideoReadError, clip_starts, gather_clips, normalise_clips, read_video
+from .data import VideoReadError, clip_starts, gather_clips, normalise_clips, probe_video, read_video
 
-__all__ = ["video_paths", "load_video_clips", "predict_videos"]
+__all__ = ["video_paths", "load_video_clips", "predict_videos", "minimum_frames", "training_reference", "video_warnings"]
+
+# Relative tolerance of the aspect-ratio and frame-rate comparisons with the training videos
+# (container rounding, a pixel of cropping).
+TOLERANCE = 0.02
 log = logging.getLogger(__name__)
 
 
@@ -36,21 +50,80 @@ def video_paths(target) -> list[pathlib.Path]:
     return [target]
 
 
+def minimum_frames(config: Config) -> int:
+    """The fewest frames a video needs for a prediction: half of a clip's sampled frames
+    must be real video, not black padding."""
+    d = config.data
+    return (math.ceil(d.clip_length / 2) - 1) * d.period + 1
+
+
+def training_reference(run_dir) -> dict | None:
+    """The training videos' summary a run recorded (environment.json ``training_videos``):
+    aspect and frame-rate ranges; None for a run written before it was recorded."""
+    path = pathlib.Path(run_dir) / "environment.json"
+    try:
+        return json.loads(path.read_text()).get("training_videos")
+    except (OSError, ValueError):
+        return None
+
+
+def video_warnings(info, decoded: int, config: Config, reference: dict | None) -> dict:
+    """The flag columns and ``warnings`` text of one video (see the module docstring)."""
+    d = config.data
+    span = d.clip_length * d.period
+    flags, notes = {}, []
+    flags["truncated"] = 0 < decoded < info.num_frames
+    if flags["truncated"]:
+        notes.append(f"truncated: the container promises {info.num_frames} frames, only {decoded} decode; "
+                     "predicted from those")
+    flags["short"] = decoded < span
+    if flags["short"]:
+        notes.append(f"short: {decoded} frames, less than one clip span of {span} ({d.clip_length} frames every "
+                     f"{d.period}); the clip is padded with black")
+    aspect = info.width / info.height
+    expected = (reference or {}).get("aspect")
+    flags["stretched"] = bool(expected) and not (expected[0] / (1 + TOLERANCE) <= aspect <= expected[1] * (1 + TOLERANCE))
+    if flags["stretched"]:
+        notes.append(f"stretched: {info.width}x{info.height} frames (aspect {aspect:.2f}) are resized to {d.resize}x{d.resize}; "
+                     f"the training frames had aspect {_range(expected, '.2f')}")
+    expected = (reference or {}).get("fps")
+    flags["fps_unlike_training"] = bool(expected) and not (
+        expected[0] / (1 + TOLERANCE) <= info.fps <= expected[1] * (1 + TOLERANCE))
+    if flags["fps_unlike_training"]:
+        notes.append(f"frame rate {info.fps:g} fps is outside the training videos' {_range(expected, 'g')} fps: "
+                     "the heart moves at another speed per frame than in training")
+    return {**flags, "warnings": "; ".join(notes)}
+
+
+def _range(values, spec: str) -> str:
+    low, high = values
+    return f"{low:{spec}}" if low == high else f"{low:{spec}}-{high:{spec}}"
+
+
 def load_video_clips(path, config: Config) -> tuple[torch.Tensor, list[int]]:
     """Model input (K, 3, T, H, W) and clip starts for one video, as the test split does it."""
     d = config.data
     frames = read_video(path, (d.resize, d.resize))  # (F, H, W) uint8
+    return _clips_of(frames, config)
+
+
+def _clips_of(frames: np.ndarray, config: Config) -> tuple[torch.Tensor, list[int]]:
+    d = config.data
     starts = clip_starts(len(frames), d.clip_length * d.period, d.test_clips)
     clips = gather_clips(frames, starts, d.clip_length, d.period).float().div_(255.0)
     return normalise_clips(clips, d.mean, d.std), starts
 
 
 @torch.no_grad()
-def predict_videos(model, config: Config, paths, *, explain_dir=None, prototype_dir=None) -> pd.DataFrame:
-    """One row per video: prediction and, for ProtoEFNet, the top-3 prototypes.
+def predict_videos(model, config: Config, paths, *, explain_dir=None, prototype_dir=None,
+                   reference: dict | None = None) -> pd.DataFrame:
+    """One row per video: prediction and, for ProtoEFNet, the top-3 prototypes, with the
+    video's checks (module docstring; ``reference``: `training_reference` of the run, else
+    aspect and frame rate are not compared).
 
-    Unreadable videos get a row with ``error`` set instead of stopping the whole batch.
-    With ``explain_dir`` (ProtoEFNet only), one explanation PNG per video is written there.
+    Unreadable or too short videos get a row with ``error`` set instead of stopping the
+    whole batch. With ``explain_dir`` (ProtoEFNet only), one explanation PNG per video is
+    written there.
     """
     if config.data.mean is None or config.data.std is None:
         raise ValueError("the run's config has no data.mean/std; was it written by protoef.train.fit?")
@@ -60,11 +133,22 @@ def predict_videos(model, config: Config, paths, *, explain_dir=None, prototype_
     for path in tqdm(list(paths), desc="predict", dynamic_ncols=True):
         row = {"filename": pathlib.Path(path).name}
         try:
-            video, starts = load_video_clips(path, config)
+            info = probe_video(path)
+            frames = read_video(path, (config.data.resize, config.data.resize))  # (F, H, W) uint8
         except VideoReadError as error:
             log.warning("skipping %s", error)
             rows.append({**row, "error": str(error)})
             continue
+        row.update(frames=len(frames), fps=info.fps, height=info.height, width=info.width,
+                   **video_warnings(info, len(frames), config, reference))
+        if len(frames) < minimum_frames(config):
+            error = (f"{path}: too short to predict: {len(frames)} frame(s); the run's clips take {config.data.clip_length} "
+                     f"frames every {config.data.period}, and at least half of them must be real video, i.e. "
+                     f">= {minimum_frames(config)} frames")
+            log.warning("skipping %s", error)
+            rows.append({**row, "error": error})
+            continue
+        video, starts = _clips_of(frames, config)
         output = model(video.to(device))
         row["num_clips"] = len(starts)
         if isinstance(output, torch.Tensor):  # the black box
@@ -82,7 +166,9 @@ def predict_videos(model, config: Config, paths, *, explain_dir=None, prototype_
         rows.append(row)
         if explain_dir is not None:
             _save_explanation(model, video, starts, path, explain_dir, prototype_dir, config)
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    first = [column for column in ("filename", "prediction", "error", "warnings") if column in table]
+    return table[first + [column for column in table if column not in first]]
 
 
 def _prototype_table(prototype_dir):

@@ -10,6 +10,7 @@ Layout of a run directory (see README, "Run directory"):
     test_attention.npz  ProtoEFNet: per test video β and s over all prototypes, with the labels
     checkpoints/        last.pt (resume), best.pt (best validation R²), final.pt (pushed)
     prototypes/         prototypes.csv + per prototype an .npz (occurrence map) and a PNG strip
+    .run.lock           held by the one process writing the run (`run_lock`); .run-writer.json names it
 
 Every file is written to a temporary name and renamed into place, so a run killed at any
 moment leaves either the previous complete file or the new complete file, never half.
@@ -18,18 +19,24 @@ Checkpoints hold only tensors and plain containers and are read with
 """
 from __future__ import annotations
 
+import contextlib
+import datetime
 import json
 import os
 import pathlib
 import platform
+import socket
 import subprocess
 import sys
+
+import filelock
 
 import numpy as np
 import pandas as pd
 import torch
 
-__all__ = ["CheckpointError", "atomic_write_text", "write_json", "write_csv", "write_npz", "save_checkpoint", "load_checkpoint", "environment"]
+__all__ = ["CheckpointError", "RunLockedError", "atomic_write_text", "write_json", "write_csv", "write_npz", "save_checkpoint",
+           "load_checkpoint", "environment", "run_lock", "flatten", "config_differences", "is_runtime_difference", "read_config", "RUNTIME_KEYS"]
 
 
 class CheckpointError(RuntimeError):
@@ -77,11 +84,11 @@ def write_csv(path, table: pd.DataFrame) -> None:
 
 
 def write_npz(path, **arrays) -> None:
-    """Compressed .npz, written to a temporary name and renamed into place."""
+    """`numpy.savez_compressed`, atomically (a killed run never leaves half an archive)."""
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = _temporary(path)
-    with open(temporary, "wb") as handle:
+    with open(temporary, "wb") as handle:  # a handle: numpy would append ".npz" to a temporary name
         np.savez_compressed(handle, **arrays)
     os.replace(temporary, path)
 
@@ -146,3 +153,95 @@ def environment(device: torch.device) -> dict:
         info["gpu_count"] = torch.cuda.device_count()
         info["cuda"] = torch.version.cuda
     return info
+
+
+# ----------------------------------------------------------------------------- one writer per run
+class RunLockedError(RuntimeError):
+    """A run directory another process is writing."""
+
+
+LOCK_NAME, WRITER_NAME = ".run.lock", ".run-writer.json"
+
+
+@contextlib.contextmanager
+def run_lock(out_dir):
+    """Hold the run directory's lock while writing it: a second writer (another ``train``
+    with the same ``--out``, a notebook's ``ensure_run``) is refused at once with
+    `RunLockedError` naming the holder, instead of both mixing their files. The lock is an
+    OS file lock (`filelock`), so a killed holder releases it; ``.run-writer.json`` says who
+    holds it (pid, host, command, since when)."""
+    out = pathlib.Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out}: is a file, not a run directory; choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    lock = filelock.FileLock(out / LOCK_NAME, timeout=0)
+    try:
+        lock.acquire()
+    except filelock.Timeout:
+        raise RunLockedError(f"{out}: another process is writing this run ({_writer(out)}); wait for it to finish, "
+                             "stop it, or choose another output directory") from None
+    try:
+        write_json(out / WRITER_NAME, {"pid": os.getpid(), "host": socket.gethostname(), "command": sys.argv,
+                                       "since": datetime.datetime.now().isoformat(timespec="seconds")})
+        yield out
+    finally:
+        (out / WRITER_NAME).unlink(missing_ok=True)
+        lock.release()
+
+
+def _writer(out: pathlib.Path) -> str:
+    try:
+        writer = json.loads((out / WRITER_NAME).read_text())
+        return f"pid {writer['pid']} on {writer['host']} since {writer['since']}: {' '.join(map(str, writer['command']))}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "a process that has not named itself yet"
+
+
+# ----------------------------------------------------------------------------- which run is this?
+# Keys that say where the data lives or how it is loaded and run, not what is trained: they
+# may differ between two calls for the same run (another machine, another cache folder).
+RUNTIME_KEYS = frozenset({"device", "data.cache_dir", "data.num_workers", "data.decoded_cache"})
+
+
+def read_config(out_dir) -> dict:
+    """A run directory's stored ``config.json``."""
+    path = pathlib.Path(out_dir) / "config.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise CheckpointError(f"{path}: the run's config cannot be read ({error}); the run cannot be matched or "
+                              "reused: delete the run directory or choose another") from None
+
+
+def flatten(config: dict, prefix: str = "") -> dict:
+    """A nested config dict as ``{"model.tau": 0.2, ...}``."""
+    flat = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def is_runtime_difference(key: str, stored, requested) -> bool:
+    """Whether a difference says only where the data lives or how the run executes:
+    `RUNTIME_KEYS`, or ``data.root`` when both name a folder (the same data set may live
+    elsewhere on another machine; None, the synthetic set, versus a folder is another set)."""
+    return key in RUNTIME_KEYS or (key == "data.root" and stored is not None and requested is not None)
+
+
+def config_differences(stored: dict, requested: dict, *, runtime: bool = False) -> dict:
+    """``{key: (stored value, requested value)}`` for every key where a run's stored config
+    and a requested config disagree. A requested ``data.mean`` or ``data.std`` of None
+    (computed by the run) does not count, nor, unless ``runtime``, a difference that
+    `is_runtime_difference`."""
+    stored, requested = flatten(stored), flatten(requested)
+    differences = {}
+    for key in sorted(set(stored) | set(requested)):
+        old, new = stored.get(key), requested.get(key)
+        if old == new or (key in ("data.mean", "data.std") and new is None):
+            continue
+        if runtime or not is_runtime_difference(key, old, new):
+            differences[key] = (old, new)
+    return differences

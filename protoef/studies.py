@@ -3,8 +3,8 @@ tables, the prototype-angle matrices, localisation summaries and example overlay
 small helpers those notebooks share (test set of a run, EF-range picks, smoke shrinking).
 
 Runs are trained or reused through `protoef.companion.ensure_run`; a reused run whose stored
-config contradicts the requested overrides is an error (`ensure_matching_run`), so a sweep
-never mixes runs of different budgets silently. Figures are built without pyplot, as in
+config differs from the requested one is an error naming the keys, so a sweep never mixes
+runs of different budgets silently. Figures are built without pyplot, as in
 `protoef.plots`.
 """
 from __future__ import annotations
@@ -45,22 +45,10 @@ def shrink_for_smoke(profile: str, limits: dict, overrides: dict, **grid) -> tup
     return (overrides, *grid.values())
 
 
-def _config_value(config: dict, key: str):
-    for part in key.split("."):
-        config = config[part]
-    return config
-
-
 def ensure_matching_run(profile: str, name: str, overrides: dict, *, data=None) -> pathlib.Path:
-    """`companion.ensure_run`, then check that every override holds in the run's config.json
-    (a run of the same name trained with other overrides is an error, not a silent reuse)."""
-    run = companion.ensure_run(profile, name, overrides, data=data)
-    stored = companion.read_run(run)["config"]
-    wrong = {k: (_config_value(stored, k), v) for k, v in overrides.items() if _config_value(stored, k) != v}
-    if wrong:
-        raise ValueError(f"{run} was trained with other settings {wrong} (stored, requested); "
-                         "delete it or run ./run_all.sh --force")
-    return run
+    """`companion.ensure_run`, which matches a run by its whole resolved config (a run of
+    the same name trained with other settings is an error naming the keys, not a reuse)."""
+    return companion.ensure_run(profile, name, overrides, data=data)
 
 
 def ablation_runs(profile: str, seeds, overrides: dict, *, data=None) -> dict:

@@ -13,10 +13,12 @@ train ...``; rank 0 evaluates, logs and writes files.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import pathlib
 import time
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -27,7 +29,7 @@ from tqdm.auto import tqdm
 
 from . import runs
 from .config import Config, from_dict
-from .data import EchoNet, collate_clips, compute_mean_std, oversampling_sampler, read_file_list
+from .data import DataError, EchoNet, collate_clips, compute_mean_std, oversampling_sampler, read_file_list
 from .data.synthetic import SPLIT_FRACTIONS
 from .diagnostics import far_pair_angle_degrees, interpretability_summary, loss_gradient_norms
 from .losses import ProtoEFLoss, mse_loss
@@ -35,7 +37,8 @@ from .metrics import diversity, regression_metrics, sparsity
 from .model import BlackBoxRegressor, ProtoEFNet, build_backbone
 from .warmstart import CORPUS_SEED, WARM_START, save_backbone_weights, warm_start_config, warm_start_dir
 
-__all__ = ["fit", "build_model", "ensure_warm_start", "build_loss", "split_dataset", "load_run_model", "data_root", "synthetic_root", "predict", "resolve_device", "feature_size"]
+__all__ = ["fit", "build_model", "ensure_warm_start", "build_loss", "split_dataset", "load_run_model", "load_run", "data_root",
+           "synthetic_root", "predict", "resolve_device", "feature_size"]
 
 
 # ----------------------------------------------------------------------------- set-up
@@ -77,9 +80,11 @@ def synthetic_root(config: Config) -> pathlib.Path:
     return pathlib.Path(d.cache_dir) / name
 
 
-def build_model(config: Config, *, weights=None) -> torch.nn.Module:
-    """The config's model; `weights` (a resolved file) replaces ``model.weights`` when given."""
+def build_model(config: Config, *, weights=None, label_range=None) -> torch.nn.Module:
+    """The config's model; `weights` (a resolved file) replaces ``model.weights`` and
+    `label_range` the initial ``(label_min, label_max)`` when given."""
     m = config.model
+    label_range = label_range or (m.label_min, m.label_max)
     weights = weights if weights is not None else m.weights
     if weights == WARM_START:
         raise ValueError("model.weights='synthetic-warmstart' must be resolved first: train.ensure_warm_start(config)")
@@ -88,7 +93,7 @@ def build_model(config: Config, *, weights=None) -> torch.nn.Module:
     if m.kind != "protoefnet":
         raise ValueError(f"model.kind must be 'protoefnet' or 'blackbox', got {m.kind!r}")
     return ProtoEFNet(num_prototypes=m.num_prototypes, prototype_dim=m.prototype_dim, tau=m.tau,
-                      backbone=m.backbone, weights=weights, label_range=(m.label_min, m.label_max))
+                      backbone=m.backbone, weights=weights, label_range=label_range)
 
 
 def ensure_warm_start(config: Config) -> pathlib.Path:
@@ -147,6 +152,11 @@ def _datasets(config: Config, root: pathlib.Path) -> dict[str, EchoNet]:
     if d.limit_videos:
         for dataset in sets.values():
             dataset.records = dataset.records[: d.limit_videos]
+    for name, split in (("train", "TRAIN"), ("val", "VAL"), ("test", "TEST")):
+        if len(sets[name]) == 0:  # fail now, not with a KeyError after a whole epoch
+            skipped = f"; {len(sets[name].skipped)} skipped, e.g. {sets[name].skipped[0]}" if sets[name].skipped else ""
+            raise DataError(f"{root / 'FileList.csv'}: no usable {split} video{skipped}. Training needs TRAIN, VAL and "
+                            f"TEST videos (FileList.csv's Split column); `python -m protoef check-data {root}` lists them")
     return sets
 
 
@@ -319,18 +329,54 @@ def _checkpoint(model, optimizer, scheduler, config, epoch, best, history) -> di
             "epoch": epoch, "best_val_r2": best, "history": history, "config": config.to_dict(), "kind": config.model.kind}
 
 
+def _one_writer(fit_run):
+    """`fit` after `Config.validate` and under the run directory's lock (`runs.run_lock`):
+    two processes writing one run would mix their files. torchrun ranks other than 0
+    write nothing and take no lock."""
+    @functools.wraps(fit_run)
+    def locked(config: Config, out_dir, *, resume: bool = False) -> dict:
+        config.validate()
+        if int(os.environ.get("RANK", "0")) != 0:
+            return fit_run(config, out_dir, resume=resume)
+        with runs.run_lock(out_dir):
+            return fit_run(config, out_dir, resume=resume)
+    return locked
+
+
+def _resumed_config(out: pathlib.Path, requested: Config, stored: dict) -> Config:
+    """The run's own config for a resume. A requested value that differs from it is refused
+    (naming the keys), except where and how it runs (`runs.is_runtime_difference`), which
+    is applied and reported."""
+    differences = runs.config_differences(stored, requested.to_dict(), runtime=True)
+    refused = {key: pair for key, pair in differences.items() if not runs.is_runtime_difference(key, *pair)}
+    if refused:
+        listed = ", ".join(f"{key} (run: {old!r}, requested: {new!r})" for key, (old, new) in refused.items())
+        raise ValueError(f"{out}: cannot resume with a different config: {listed}. A resumed run keeps its own "
+                         "config; drop these overrides to finish it as it was, or train a new run in another directory")
+    config = from_dict(stored)
+    for key, (old, new) in differences.items():
+        section, _, name = key.rpartition(".")
+        setattr(getattr(config, section) if section else config, name, new)
+        print(f"[train] resume: {key} = {new!r} (the run had {old!r}; it changes how the run executes, not what it learns)")
+    return config
+
+
+@_one_writer
 def fit(config: Config, out_dir, *, resume: bool = False) -> dict:
     """Train, push and evaluate one model; everything lands in ``out_dir``. Returns metrics.json."""
     out = pathlib.Path(out_dir)
     context = _Context(config)
     last_path, best_path = out / "checkpoints" / "last.pt", out / "checkpoints" / "best.pt"
     if resume and (out / "metrics.json").is_file():
+        _resumed_config(out, config, runs.read_config(out))  # a finished run of another config is no answer
         return pd.read_json(out / "metrics.json", typ="series").to_dict()  # finished already
     if not resume and last_path.exists():
         raise FileExistsError(f"{out}: holds a run already; pass resume=True (--resume) or choose a new directory")
     state = runs.load_checkpoint(last_path) if resume and last_path.exists() else None
     if state is not None:
-        config = from_dict(state["config"])  # the run's own config wins over the caller's
+        config = _resumed_config(out, config, state["config"])  # the run's own config, or a clear refusal
+    elif resume:
+        print(f"[train] {out}: no complete epoch to resume from; starting the run from the beginning")
 
     torch.manual_seed(config.seed)
     np.random.seed(config.seed % 2**32)
@@ -343,18 +389,19 @@ def fit(config: Config, out_dir, *, resume: bool = False) -> dict:
     if config.data.mean is None or config.data.std is None:
         config.data.mean, config.data.std = compute_mean_std(root, resize=config.data.resize)
     sets = _datasets(config, root)
-    if config.model.labels_from_train and config.model.kind == "protoefnet" and state is None:
-        # Recorded in config.json, so a resumed or reloaded run rebuilds the same label grid.
-        config.model.label_min, config.model.label_max = float(sets["train"].efs.min()), float(sets["train"].efs.max())
+    # Derived from the data, not stored in the config: the same config gives the same grid again.
+    label_range = ((float(sets["train"].efs.min()), float(sets["train"].efs.max())) if config.model.labels_from_train
+                   else (config.model.label_min, config.model.label_max))
     if context.main:
         runs.atomic_write_text(out / "config.json", config.to_json() + "\n")
-        runs.write_json(out / "environment.json", runs.environment(context.device) | {"data_root": str(root)})
+        runs.write_json(out / "environment.json", runs.environment(context.device) | {
+            "data_root": str(root), "training_videos": sets["train"].video_summary()})  # what predict compares with
 
     # The initial weights depend on the seed alone, not on how much randomness the data
     # code (e.g. `feature_size`) happened to draw before.
     weights = ensure_warm_start(config) if config.model.weights == WARM_START else None
     torch.manual_seed(config.seed)
-    model = build_model(config, weights=weights).to(context.device)
+    model = build_model(config, weights=weights, label_range=label_range).to(context.device)
     if context.channels_last:
         model = model.to(memory_format=torch.channels_last_3d)
     optimizer = _optimizer(model, config)
@@ -365,7 +412,8 @@ def fit(config: Config, out_dir, *, resume: bool = False) -> dict:
     protoefnet = isinstance(model, ProtoEFNet)
     delta = config.loss.delta if protoefnet else None
     # PAS's quantity before any training (the init is seeded, so a resumed run recomputes it).
-    initial = {"far_pair_angle": far_pair_angle_degrees(model.prototypes, model.prototype_labels, delta)} if protoefnet else {}
+    initial = {"far_pair_angle": far_pair_angle_degrees(model.prototypes, model.prototype_labels, delta),
+               "label_range": list(label_range)} if protoefnet else {}
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -425,11 +473,27 @@ def fit(config: Config, out_dir, *, resume: bool = False) -> dict:
 
 
 def load_run_model(path, *, device: str = "cpu") -> tuple[torch.nn.Module, Config]:
-    """A trained model and its config from a run directory or a checkpoint file."""
+    """A trained model and its config from a finished run directory or a checkpoint file."""
+    model, config, _ = load_run(path, device=device)
+    return model, config
+
+
+def load_run(path, *, device: str = "cpu") -> tuple[torch.nn.Module, Config, str]:
+    """`load_run_model` plus a description of the checkpoint used, for outputs to record.
+
+    A run directory is used through ``checkpoints/final.pt`` (the pushed model) only: an
+    interrupted run is refused, not silently replaced by an early epoch's ``best.pt``. A
+    training checkpoint given as a file is used with a warning (its prototypes are not
+    pushed onto real clips), and the description says so."""
     path = pathlib.Path(path)
     if path.is_dir():
-        path = next((path / "checkpoints" / name for name in ("final.pt", "best.pt", "last.pt")
-                     if (path / "checkpoints" / name).is_file()), path / "checkpoints" / "final.pt")
+        final = path / "checkpoints" / "final.pt"
+        if not final.is_file():
+            raise runs.CheckpointError(
+                f"{path}: no checkpoints/final.pt, so this is not a finished run (training was interrupted before "
+                f"the push, or it is no run directory). Finish it with `python -m protoef train --resume --out {path}`, "
+                f"or pass {path / 'checkpoints' / 'best.pt'} explicitly to use the un-pushed best epoch")
+        path = final
     state = runs.load_checkpoint(path)
     config = from_dict(state["config"])
     config.model.weights = None  # the checkpoint carries every weight
@@ -441,4 +505,10 @@ def load_run_model(path, *, device: str = "cpu") -> tuple[torch.nn.Module, Confi
         raise runs.CheckpointError(
             f"{path}: the weights do not fit a {config.model.kind} with backbone {config.model.backbone!r} and "
             f"P={config.model.num_prototypes} ({first}); was the checkpoint written by another version?") from None
-    return model.to(resolve_device(device)).eval(), config
+    if "optimizer" in state:  # written during training (best.pt, last.pt), before the push
+        description = f"{path} (training checkpoint of epoch {state['epoch'] + 1}, before the push: not a finished run)"
+        warnings.warn(f"{description}: its prototypes are not projected onto real training clips, so predictions "
+                      "and explanations differ from the finished run's", stacklevel=2)
+    else:
+        description = f"{path} (final, after the push)" if config.model.kind == "protoefnet" else f"{path} (final)"
+    return model.to(resolve_device(device)).eval(), config, description

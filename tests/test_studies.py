@@ -132,10 +132,13 @@ def test_ensure_matching_run_refuses_a_run_with_other_settings(tmp_path, monkeyp
     run = tmp_path / "runs" / "smoke-pas-seed0"
     run.mkdir(parents=True)
     (run / "metrics.json").write_text("{}")
-    (run / "config.json").write_text(json.dumps({"seed": 0, "optim": {"epochs": 12}, "loss": {"pas": 0.1}}))
+    # The stored config as fit writes it: the resolved config with the computed mean/std.
+    stored = studies.companion.config_for("smoke", {"seed": 0, "optim.epochs": 12}).to_dict()
+    stored["data"].update(mean=0.1, std=0.2)
+    (run / "config.json").write_text(json.dumps(stored))
     for name in ("history.csv", "predictions.csv"):
         (run / name).write_text("a\n1\n")
     monkeypatch.setattr(studies.companion, "REPO", tmp_path)
     assert studies.ensure_matching_run("smoke", "pas-seed0", {"seed": 0, "optim.epochs": 12}) == run
-    with pytest.raises(ValueError, match="other settings"):
+    with pytest.raises(ValueError, match=r"another config: optim.epochs \(run: 12, requested: 1\)\. "):
         studies.ensure_matching_run("smoke", "pas-seed0", {"seed": 0, "optim.epochs": 1})

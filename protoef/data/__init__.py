@@ -12,11 +12,12 @@ from .echonet import (
     read_volume_tracings,
 )
 from .tracings import background_mask, disc_volume, ejection_fraction, trace_mask
-from .video import VideoCache, VideoReadError, probe_video, read_video
+from .video import TruncatedVideoError, VideoCache, VideoReadError, probe_video, read_video
 
 __all__ = [
     "DataError",
     "EchoNet",
+    "TruncatedVideoError",
     "VideoCache",
     "VideoReadError",
     "background_mask",

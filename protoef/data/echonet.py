@@ -29,7 +29,7 @@ import torch
 from torch.utils.data import Dataset, WeightedRandomSampler
 
 from .tracings import background_mask, trace_mask
-from .video import VideoCache, VideoReadError, probe_video, read_frames, read_video
+from .video import TruncatedVideoError, VideoCache, VideoReadError, probe_video, read_frames, read_video
 
 __all__ = [
     "EchoNet",
@@ -147,6 +147,8 @@ class _Record:
     height: int  # original frame size: the tracings are in these pixel coordinates
     width: int
     tracings: dict[int, np.ndarray] = field(default_factory=dict)
+    num_frames: int | None = None  # as the container reports it (verified at its last frame); None: not probed
+    fps: float | None = None
 
 
 class EchoNet(Dataset):
@@ -170,8 +172,9 @@ class EchoNet(Dataset):
             covers everything and the occurrence loss sees no background.
         cache_dir: a `VideoCache` directory (whole videos decoded once, then memory-mapped),
             or None to decode the AVI on every read, only up to the clip's last frame.
-        verify: decode each video's first frame at construction, so unreadable files are
-            skipped up front instead of failing inside a DataLoader worker.
+        verify: decode each video's first and last frame at construction, so unreadable
+            and truncated files (and tracings past a video's end) are skipped up front
+            instead of failing inside a DataLoader worker or being served padded.
         strict: raise on the first problem instead of skipping the video.
     """
 
@@ -228,6 +231,8 @@ class EchoNet(Dataset):
                 self._skip(filename, "listed more than once in FileList.csv (first row kept)")
             elif not np.isfinite(ef):
                 self._skip(filename, "EF missing or not a number in FileList.csv")
+            elif not 0.0 <= ef <= 100.0:
+                self._skip(filename, f"EF {ef:g} in FileList.csv is outside 0-100 (EF is a percentage)")
             elif with_masks and not self._usable_tracings(filename, tracings.get(filename, {})):
                 pass  # _usable_tracings recorded the reason
             else:
@@ -237,14 +242,25 @@ class EchoNet(Dataset):
         def inspect(item):
             filename, ef = item
             path = self.root / "Videos" / filename
+            traced = sorted(tracings.get(filename, {}))
             try:
-                info = probe_video(path) if verify else None
+                info = probe_video(path, check_end=True) if verify else None
+            except TruncatedVideoError as error:
+                beyond = [frame for frame in traced if frame >= error.decodable]
+                lost = f"; traced frame(s) {beyond} lie beyond the decoded end" if beyond else ""
+                return None, (filename, f"truncated video: the container promises {error.promised} frames, only "
+                                        f"{error.decodable} decode{lost} (a damaged or incompletely copied file)")
             except VideoReadError as error:
                 return None, (filename, f"unreadable video: {error}")
             if info is None and not path.is_file():
                 return None, (filename, f"video file missing: {path}")
+            if info is not None and info.num_frames > 0 and traced and traced[-1] >= info.num_frames:
+                beyond = [frame for frame in traced if frame >= info.num_frames]
+                return None, (filename, f"traced frame(s) {beyond} in VolumeTracings.csv lie beyond the video's "
+                                        f"{info.num_frames} frames")
             height, width = (info.height, info.width) if info else self.size
-            return _Record(filename, path, ef, height, width, tracings.get(filename, {})), None
+            return _Record(filename, path, ef, height, width, tracings.get(filename, {}),
+                           num_frames=info.num_frames if info else None, fps=info.fps if info else None), None
 
         with concurrent.futures.ThreadPoolExecutor(max(1, num_threads)) as pool:
             results = list(pool.map(inspect, candidates))  # OpenCV releases the GIL
@@ -294,6 +310,20 @@ class EchoNet(Dataset):
     @property
     def efs(self) -> np.ndarray:
         return np.array([record.ef for record in self.records], dtype=np.float64)
+
+    def video_summary(self) -> dict:
+        """Frame sizes, aspect ratios (width / height), frame rates and lengths of the split's
+        videos as probed (min / max; None where not probed): what `predict` compares new
+        videos with."""
+        def span(values):
+            values = [float(value) for value in values if value is not None and value > 0]
+            return [min(values), max(values)] if values else None
+
+        return {"videos": len(self.records),
+                "frame_sizes": sorted({f"{r.height}x{r.width}" for r in self.records})[:20],
+                "aspect": span(r.width / r.height for r in self.records),
+                "fps": span(r.fps for r in self.records),
+                "num_frames": span(r.num_frames for r in self.records)}
 
     def frames(self, index: int) -> np.ndarray:
         """The whole decoded video (F, H, W) uint8 at the output size (cached if enabled)."""

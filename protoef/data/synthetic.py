@@ -363,8 +363,8 @@ def generate(out_dir: str | os.PathLike, *, videos: int = 400, seed: int = 0, wo
     ``val_fraction`` / ``test_fraction``: shares of VAL and TEST (TRAIN gets the rest).
     Returns the data-set root.
     """
-    if videos < 1:
-        raise ValueError(f"videos must be >= 1, got {videos}")
+    if videos < 3:
+        raise ValueError(f"videos must be >= 3 (at least one TRAIN, one VAL and one TEST video), got {videos}")
     if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
         raise ValueError(f"val_fraction {val_fraction} and test_fraction {test_fraction} must be in [0, 1) "
                          "and leave a share for TRAIN")
@@ -384,8 +384,10 @@ def generate(out_dir: str | os.PathLike, *, videos: int = 400, seed: int = 0, wo
     filelist = pd.DataFrame([row for row, _ in results])
     if filelist["FileName"].duplicated().any():  # 64-bit random names: practically never
         raise RuntimeError("duplicate synthetic file names; use another seed")
-    # Exact split counts on a seeded permutation (TEST gets the rounding rest).
-    n_train, n_val = round((1.0 - val_fraction - test_fraction) * videos), round(val_fraction * videos)
+    # Exact split counts on a seeded permutation (TEST gets the rounding rest); every split
+    # gets at least one video, so a tiny set still trains, validates and tests.
+    n_val = max(1, round(val_fraction * videos))
+    n_train = min(round((1.0 - val_fraction - test_fraction) * videos), videos - n_val - 1)
     split = np.array(["TEST"] * videos, dtype=object)
     order = np.random.default_rng(np.random.SeedSequence(seed)).permutation(videos)
     split[order[:n_train]], split[order[n_train:n_train + n_val]] = "TRAIN", "VAL"

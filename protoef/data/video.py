@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-__all__ = ["VideoReadError", "VideoInfo", "probe_video", "read_video", "read_frames", "VideoCache"]
+__all__ = ["VideoReadError", "TruncatedVideoError", "VideoInfo", "count_decodable_frames", "probe_video", "read_video", "read_frames", "VideoCache"]
 
 # Decoding happens inside DataLoader workers; OpenCV's own thread pool would only fight
 # them for the same cores.
@@ -24,6 +24,14 @@ cv2.setNumThreads(1)
 
 class VideoReadError(RuntimeError):
     """A video file that is missing, cannot be opened, or yields no frame."""
+
+
+class TruncatedVideoError(VideoReadError):
+    """A video whose decoder ends before the frame count its container promises."""
+
+    def __init__(self, path, promised: int, decodable: int):
+        super().__init__(f"{path}: truncated or damaged: the container promises {promised} frames, only {decodable} decode")
+        self.promised, self.decodable = promised, decodable
 
 
 @dataclass(frozen=True)
@@ -49,22 +57,44 @@ def _open(path: pathlib.Path) -> cv2.VideoCapture:
     return capture
 
 
-def probe_video(path) -> VideoInfo:
-    """Open a video and decode its first frame; raise `VideoReadError` if either fails."""
+def probe_video(path, *, check_end: bool = False) -> VideoInfo:
+    """Open a video and decode its first frame; raise `VideoReadError` if either fails.
+
+    ``check_end`` also seeks to and decodes the last frame the container promises (about a
+    millisecond), and raises `TruncatedVideoError` if it does not decode: a truncated file
+    would otherwise be served as if complete, padded with black."""
     path = pathlib.Path(path)
     capture = _open(path)
     try:
         ok, frame = capture.read()
         if not ok or frame is None:
             raise VideoReadError(f"{path}: no frame could be decoded (empty or corrupt file)")
-        return VideoInfo(
+        info = VideoInfo(
             num_frames=int(capture.get(cv2.CAP_PROP_FRAME_COUNT)),
             height=frame.shape[0],
             width=frame.shape[1],
             fps=float(capture.get(cv2.CAP_PROP_FPS)),
         )
+        if check_end and info.num_frames > 1:
+            capture.set(cv2.CAP_PROP_POS_FRAMES, info.num_frames - 1)
+            ok, frame = capture.read()
+            if not ok or frame is None:
+                raise TruncatedVideoError(path, info.num_frames, count_decodable_frames(path))
+        return info
     finally:
         capture.release()
+
+
+def count_decodable_frames(path) -> int:
+    """How many frames the decoder yields, whatever the container says (a full decode)."""
+    capture = _open(pathlib.Path(path))
+    count = 0
+    try:
+        while capture.grab():
+            count += 1
+    finally:
+        capture.release()
+    return count
 
 
 def _prepare(frame: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
