@@ -57,10 +57,15 @@ esac
 started=$SECONDS
 cache="${PROTOEF_CACHE:-$ROOT/.cache}"
 if [ "$profile" != paper ]; then
-    videos=400; [ "$profile" = smoke ] && videos=24
-    data_dir="$cache/synthetic-${videos}-seed0"
+    # The profile's config says which synthetic set it uses (size, seed, split); ask it
+    # rather than spelling the folder name here a second time.
+    data_dir="$(PROTOEF_CACHE="$cache" "$PYTHON" -c 'import sys; from protoef import companion
+from protoef.train import synthetic_root
+print(synthetic_root(companion.config_for(sys.argv[1])))' "$profile")"
     if [ "$force" = 1 ] || [ ! -f "$data_dir/FileList.csv" ]; then
-        "$PYTHON" -m protoef synth "$data_dir" --videos "$videos" --seed 0
+        rm -rf "$data_dir"
+        PROTOEF_CACHE="$cache" "$PYTHON" -c 'import sys; from protoef import companion
+companion.dataset_root(sys.argv[1])' "$profile"  # generates it (progress bar)
     else
         echo "[run_all] synthetic data set present: $data_dir (use --force to regenerate)"
     fi
@@ -71,7 +76,7 @@ fi
 # Every notebook in order, executed by papermill with the profile as its parameter. The
 # notebooks train what they need through protoef.companion.ensure_run, which reuses a
 # finished run and resumes an interrupted one; --force retrains from scratch.
-[ "$force" = 1 ] && rm -rf "$ROOT/runs/$profile"-*
+[ "$force" = 1 ] && rm -rf "$ROOT/runs/$profile"-* "$cache/warmstart"
 executed="$ROOT/runs/$profile/notebooks"
 mkdir -p "$executed"
 params=(-p profile "$profile")

@@ -179,18 +179,18 @@ def _paper() -> Config:
 #   they leave the model at the training mean;
 # - the remedies against the collapse of every similarity towards 1 (protoef.losses):
 #   prototype labels over the TRAIN EF range, a separation cost on out-of-window
-#   similarities, a soft-label target on β, the label-aware PSD, and a faster head (θ sets
-#   how peaked β can get).
+#   similarities and a soft-label target on β (chosen on VAL among the variants the README
+#   lists; the label-aware PSD, a 10x faster head, τ = 0.1 and a narrower target were
+#   tried and not kept).
 # The demo profile applies it; PAPER_RECIPE puts every one of these knobs back to the
 # paper's value, on the same data, backbone and budget. REMEDIES alone is what a paper-
 # profile user adds to try the remedies on EchoNet-Dynamic.
 REMEDIES = {
-    "model.labels_from_train": True, "loss.separation": 10.0, "loss.soft_label": 10.0,
-    "loss.soft_label_sigma": 3.0, "loss.psd_label_aware": True, "optim.lr_head": 1e-2,
+    "model.labels_from_train": True, "loss.separation": 10.0, "loss.soft_label": 10.0, "loss.soft_label_sigma": 3.0,
 }
 DEMO_RECIPE = {
-    "optim.lr_backbone": 1e-3, "optim.lr_features": 1e-3, "optim.lr_occurrence": 1e-3, "loss.mse": 1.0,
-    **REMEDIES,
+    "optim.lr_backbone": 1e-3, "optim.lr_features": 1e-3, "optim.lr_occurrence": 1e-3, "optim.lr_head": 1e-3,
+    "loss.mse": 1.0, **REMEDIES,
 }
 
 
@@ -213,7 +213,7 @@ def _demo() -> Config:
     config.data.test_clips = 3
     config.data.background_dilation = 1  # 4×4 feature maps: a 5×5 dilation would cover them
     config.model.backbone, config.model.weights = "r2plus1d_10", "synthetic-warmstart"
-    config.optim.epochs = 24
+    config.optim.epochs = 12  # warm-started, validation MAE levels off by epoch 10-12
     config.optim.plateau_patience = 2
     return apply_overrides(config, DEMO_RECIPE)
 

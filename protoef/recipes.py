@@ -83,11 +83,12 @@ def attention_figure(runs: dict) -> Figure:
     label is nearest the true EF (where a β that points at the answer would be bright)."""
     figure = Figure(figsize=(4.6 * len(runs), 4.6), layout="constrained")
     axes = np.atleast_1d(figure.subplots(1, len(runs)))
-    for ax, (title, run) in zip(axes, runs.items()):
-        stored = _attention(run)
+    attention = {title: _attention(run) for title, run in runs.items()}
+    top = max(float(stored["weights"].max()) for stored in attention.values())  # one scale: flat reads as dark
+    for ax, (title, stored) in zip(axes, attention.items()):
         rows, columns = np.argsort(stored["ef"], kind="stable"), np.argsort(stored["prototype_labels"], kind="stable")
         beta, labels, ef = stored["weights"][rows][:, columns], stored["prototype_labels"][columns], stored["ef"][rows]
-        image = ax.imshow(beta, aspect="auto", cmap="magma", vmin=0, vmax=max(float(beta.max()), 1e-6), interpolation="nearest")
+        image = ax.imshow(beta, aspect="auto", cmap="magma", vmin=0, vmax=max(top, 1e-6), interpolation="nearest")
         nearest = np.abs(labels[None, :] - ef[:, None]).argmin(axis=1)
         ax.scatter(nearest, np.arange(len(ef)), s=2, color="cyan", alpha=0.6)
         ticks = np.unique(np.linspace(0, len(labels) - 1, min(6, len(labels))).round().astype(int))
@@ -96,7 +97,7 @@ def attention_figure(runs: dict) -> Figure:
         ax.set_yticks(yticks, [f"{ef[t]:.0f}" for t in yticks], fontsize=7)
         ax.set(xlabel="prototype EF label (%)", ylabel="test video, true EF (%)")
         ax.set_title(f"{title}\nmean top-1 β {beta.max(axis=1).mean():.2f}", fontsize=9)
-        figure.colorbar(image, ax=ax, label="β")
+    figure.colorbar(image, ax=list(axes), label="β")
     return figure
 
 

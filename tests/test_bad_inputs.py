@@ -117,8 +117,8 @@ def test_ensure_run_matches_the_resolved_config(finished_run, tmp_path, monkeypa
 def test_resume_refuses_other_overrides_and_applies_runtime_ones(cache, finished_run, interrupted_run, capsys):
     with pytest.raises(ValueError, match=r"cannot resume with a different config: model\.tau \(run: 0\.2, requested: 0\.5\)"):
         fit(smoke(cache, **{"model.tau": 0.5}), interrupted_run, resume=True)
-    assert cli(["train", "--resume", "--out", str(interrupted_run), "--set", "optim.lr_head=0.05"]) == 2
-    assert "optim.lr_head (run: 0.01, requested: 0.05)" in capsys.readouterr().err
+    assert cli(["train", "--resume", "--out", str(interrupted_run), "--set", "optim.lr_head=0.01"]) == 2
+    assert "optim.lr_head (run: 0.001, requested: 0.01)" in capsys.readouterr().err
     # A finished run is no answer for another config either.
     with pytest.raises(ValueError, match=r"cannot resume with a different config: model\.tau"):
         fit(smoke(cache, **{"model.tau": 0.5}), finished_run[0], resume=True)

@@ -237,8 +237,8 @@ def test_volume_curve_is_asymmetric():
 
 
 def test_cli(tmp_path):
-    root = synthetic.main([str(tmp_path / "cli"), "--videos", "2", "--seed", "5", "--workers", "1",
+    root = synthetic.main([str(tmp_path / "cli"), "--videos", "3", "--seed", "5", "--workers", "1",
                            "--quiet", "--no-masks"])
     filelist = pd.read_csv(root / "FileList.csv")
-    assert len(filelist) == 2 and not (root / "LVMasks").exists()
+    assert len(filelist) == 3 and not (root / "LVMasks").exists()
     assert all((root / "Videos" / f"{name}.avi").is_file() for name in filelist["FileName"])
