@@ -1,4 +1,7 @@
-"""python -m benchmarks [--quick] [--only NAME ...] [--list]"""
+"""python -m benchmarks [--quick] [--only NAME ...] [--list] [--gpu]
+
+--gpu: the prepared GPU check alone (item `gpu`, ≤ 8 min on one GPU); without CUDA it
+reports "skipped: no CUDA" and changes nothing else."""
 from __future__ import annotations
 
 import argparse
@@ -11,6 +14,8 @@ from .items import ITEMS
 
 
 def _fmt(value: float, unit: str) -> str:
+    if value != value:  # NaN: a part that did not run (its note says why)
+        return "—"
     if unit in ("s", "h"):
         return f"{value:.3f} {unit}" if unit == "s" else f"{value:.1f} h"
     if unit == "/s":
@@ -59,7 +64,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer repetitions and sizes")
     parser.add_argument("--only", action="append", choices=sorted(ITEMS), help="run only this item (repeatable)")
     parser.add_argument("--list", action="store_true", help="list the items and exit")
+    parser.add_argument("--gpu", action="store_true", help="only the GPU check (item gpu): steps, epoch, projection, DDP")
     args = parser.parse_args()
+    if args.gpu:
+        args.only = ["gpu"]
     if args.list:
         for name, fn in ITEMS.items():
             print(f"{name:10s} {fn.__doc__.strip().splitlines()[0]}")
@@ -77,6 +85,8 @@ def main() -> None:
             print(f"  {r['name']}: {_fmt(r['value'], r['unit'])} (target {r['target'] or 'info'}){flag}  {r['note']}", flush=True)
         if result.get("skipped"):
             print(f"  skipped: {result['skipped']}")
+            if name == "gpu":
+                print("  no GPU here: nothing measured; the CUDA defaults (amp, channels_last, compile) stay as they are")
         print(f"  -> {path.relative_to(RESULTS.parent.parent)} ({result['wall_s']:.1f} s)", flush=True)
     total = time.perf_counter() - suite_start
     write_table()

@@ -127,6 +127,7 @@ class Config:
     amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
     channels_last: bool = True  # channels_last_3d memory format on CUDA; ignored on CPU
     compile: bool = False  # torch.compile the model (CUDA)
+    tensorboard: bool = False  # RUN_DIR/tensorboard/ event log of every history column (extra "monitor")
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)

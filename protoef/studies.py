@@ -22,7 +22,8 @@ from .explain import model_input, overlay, take_clip, upsample_maps
 from .localization import covering_clip_start, gradcam, occurrence_iou
 
 __all__ = [
-    "shrink_for_smoke", "ensure_matching_run", "ablation_runs", "pas_weight_runs", "paired_seed_difference", "sensitivity_runs", "run_metrics", "mean_std",
+    "shrink_for_smoke", "ensure_matching_run", "run_sweep", "ablation_runs", "pas_weight_runs", "paired_seed_difference",
+    "sensitivity_runs", "run_metrics", "mean_std",
     "format_mean_std", "prototype_vectors", "angle_matrix", "far_near_angles", "angle_matrix_figure",
     "label_gap_angle_figure", "embedding_figure", "sweep_heatmaps", "test_dataset", "test_loader",
     "pick_by_quantile", "iou_summary", "iou_per_prototype", "localization_examples", "image_figure",
@@ -51,40 +52,59 @@ def ensure_matching_run(profile: str, name: str, overrides: dict, *, data=None) 
     return companion.ensure_run(profile, name, overrides, data=data)
 
 
-def ablation_runs(profile: str, seeds, overrides: dict, *, data=None) -> dict:
+def run_sweep(profile: str, planned: dict, *, data=None, executor="auto") -> dict:
+    """``{key: (run name, overrides)}`` → ``{key: run directory}``: the runs not finished yet
+    are trained by `protoef.sweeps.run_jobs` with `executor` ("auto": one process per GPU
+    when several are visible, else one after the other here), then each is checked with
+    `ensure_matching_run`. A finished run with other settings is refused before anything trains."""
+    from . import sweeps
+
+    todo = []
+    for name, values in planned.values():
+        if (companion.run_dir(profile, name) / "metrics.json").is_file():
+            ensure_matching_run(profile, name, values, data=data)  # reused: check it now
+        else:
+            todo.append(sweeps.Job(profile, name, values, data=data))
+    if todo and sweeps.resolve_executor(executor)["kind"] != "sequential":
+        sweeps.run_jobs(todo, executor)
+    return {key: ensure_matching_run(profile, name, values, data=data) for key, (name, values) in planned.items()}
+
+
+def ablation_runs(profile: str, seeds, overrides: dict, *, data=None, executor="auto") -> dict:
     """ProtoEFNet with (``pas-seed{s}``) and without PAS (``nopas-seed{s}``, ``loss.pas = 0``)
-    per seed. Returns ``{(arm, seed): run directory}`` with arms "PAS" and "no PAS"."""
+    per seed. Returns ``{(arm, seed): run directory}`` with arms "PAS" and "no PAS".
+    ``executor``: how the runs are launched (`run_sweep`, `protoef.sweeps`)."""
     runs = {}
     for seed in seeds:
         for arm, name, extra in (("PAS", "pas", {}), ("no PAS", "nopas", {"loss.pas": 0.0})):
-            runs[(arm, seed)] = ensure_matching_run(profile, f"{name}-seed{seed}",
-                                                    {**overrides, "seed": seed, **extra}, data=data)
-    return runs
+            runs[(arm, seed)] = (f"{name}-seed{seed}", {**overrides, "seed": seed, **extra})
+    return run_sweep(profile, runs, data=data, executor=executor)
 
 
-def sensitivity_runs(profile: str, taus, deltas, overrides: dict, *, data=None) -> dict:
+def sensitivity_runs(profile: str, taus, deltas, overrides: dict, *, data=None, executor="auto") -> dict:
     """One run per (τ, Δl) (``model.tau``, ``loss.delta``), named ``tau{τ}-delta{Δl}``.
-    Returns ``{(tau, delta): run directory}``."""
-    return {(tau, delta): ensure_matching_run(profile, f"tau{tau:g}-delta{delta:g}",
-                                              {**overrides, "model.tau": float(tau), "loss.delta": float(delta)},
-                                              data=data)
-            for tau in taus for delta in deltas}
+    Returns ``{(tau, delta): run directory}``. ``executor``: as in `ablation_runs`."""
+    return run_sweep(profile, {(tau, delta): (f"tau{tau:g}-delta{delta:g}",
+                                              {**overrides, "model.tau": float(tau), "loss.delta": float(delta)})
+                               for tau in taus for delta in deltas}, data=data, executor=executor)
 
 
-def pas_weight_runs(profile: str, weights, seeds, overrides: dict, *, data=None, sweep_seeds=None) -> dict:
+def pas_weight_runs(profile: str, weights, seeds, overrides: dict, *, data=None, sweep_seeds=None,
+                    executor="auto") -> dict:
     """ProtoEFNet per PAS weight (``loss.pas``) and seed: ``{(weight, seed): run directory}``.
 
     The profile's own weight with no overrides is notebook 02's run (``protoefnet-seed{s}``),
     reused; other weights are ``pas{w}-seed{s}``. `sweep_seeds` (default: `seeds`) are the
-    seeds of the weights other than 0 and the profile's own (the ablation arms get all)."""
+    seeds of the weights other than 0 and the profile's own (the ablation arms get all).
+    ``executor``: how the runs are launched (`run_sweep`, `protoef.sweeps`)."""
     default = companion.config_for(profile).loss.pas
-    runs = {}
+    planned = {}
     for weight in weights:
         arm_seeds = seeds if weight in (0.0, default) else (sweep_seeds or seeds)
         name = "protoefnet" if weight == default and not overrides else f"pas{weight:g}"
-        for seed, run in companion.seed_runs(profile, name, arm_seeds, {**overrides, "loss.pas": float(weight)}, data=data).items():
-            runs[(weight, seed)] = run
-    return runs
+        for seed in arm_seeds:
+            planned[(weight, seed)] = (f"{name}-seed{seed}", {**overrides, "loss.pas": float(weight), "seed": seed})
+    return run_sweep(profile, planned, data=data, executor=executor)
 
 
 def paired_seed_difference(table: pd.DataFrame, metric: str, *, arm: str, a, b, level: float = 0.95) -> dict:

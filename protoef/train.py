@@ -196,9 +196,11 @@ def _epoch_seed(config: Config, epoch: int) -> int:
 
 # ----------------------------------------------------------------------------- loops
 class _Context:
-    """Device, precision and distributed settings of one run."""
+    """Device, precision and distributed settings of one run. ``cpu_autocast``: honour
+    ``config.amp`` on the CPU too (bf16 autocast exists there), so tests can run the
+    mixed-precision path without a GPU; runs leave it off."""
 
-    def __init__(self, config: Config):
+    def __init__(self, config: Config, *, cpu_autocast: bool = False):
         self.distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
         if self.distributed and not dist.is_initialized():
             dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
@@ -210,7 +212,7 @@ class _Context:
             torch.cuda.set_device(device)
         self.device = device
         self.cuda = device.type == "cuda"
-        self.amp = self.cuda and config.amp
+        self.amp = (self.cuda or cpu_autocast) and config.amp
         self.channels_last = self.cuda and config.channels_last
         self.main = self.rank == 0
 
@@ -220,6 +222,10 @@ class _Context:
     def video(self, video: torch.Tensor) -> torch.Tensor:
         video = video.to(self.device, non_blocking=True)
         return video.contiguous(memory_format=torch.channels_last_3d) if self.channels_last else video
+
+
+RunContext = _Context  # public names, for code outside this module (tests, benchmarks)
+make_loader = _loader
 
 
 def train_epoch(model, loader, loss_fn, optimizer, context: _Context, *, desc: str,
@@ -401,6 +407,9 @@ def fit(config: Config, out_dir, *, resume: bool = False) -> dict:
     # code (e.g. `feature_size`) happened to draw before.
     weights = ensure_warm_start(config) if config.model.weights == WARM_START else None
     torch.manual_seed(config.seed)
+    if context.main and config.model.weights is None and config.model.backbone == "r2plus1d_18":
+        print("[train] model.weights=None: the R(2+1)D-18 backbone starts from random initialisation, "
+              "not from the Kinetics-400 weights of the paper's recipe")
     model = build_model(config, weights=weights, label_range=label_range).to(context.device)
     if context.channels_last:
         model = model.to(memory_format=torch.channels_last_3d)
@@ -427,6 +436,11 @@ def fit(config: Config, out_dir, *, resume: bool = False) -> dict:
         trained = torch.compile(trained)
     loss_fn = build_loss(config)
     val_loader = _loader(sets["val"], config)
+    tracker = None
+    if config.tensorboard and context.main:
+        from .tracking import TensorBoardLog
+
+        tracker = TensorBoardLog(out)
 
     for epoch in range(start, config.optim.epochs):
         seed = _epoch_seed(config, epoch)
@@ -454,6 +468,8 @@ def fit(config: Config, out_dir, *, resume: bool = False) -> dict:
                **{f"lr_{g.get('name', i)}": g["lr"] for i, g in enumerate(optimizer.param_groups)},
                **seconds}  # wall clock: the only columns a resumed run does not reproduce
         history.append(row)
+        if tracker is not None:
+            tracker.log(row, step=epoch + 1)
         tqdm.write(f"[train] epoch {epoch + 1}/{config.optim.epochs}  loss {losses['loss']:.4f}  "
                    f"val MAE {val_metrics['mae']:.2f}  RMSE {val_metrics['rmse']:.2f}  R² {val_metrics['r2']:.3f}")
         improved = val_metrics["r2"] > best or best == -math.inf
@@ -465,6 +481,8 @@ def fit(config: Config, out_dir, *, resume: bool = False) -> dict:
         runs.save_checkpoint(last_path, checkpoint)  # last: it marks the epoch as complete
         if context.distributed:
             dist.barrier()
+    if tracker is not None:
+        tracker.close()
     if not context.main:
         return {}
     from .push import finish_run  # push, head epochs, test, artefacts

@@ -69,3 +69,53 @@ def test_the_before_variant_serves_the_same_items(small_root):
         b = whole[index]
         assert a["clip_starts"].tolist() == b["clip_starts"].tolist()
         assert torch.equal(a["video"], b["video"]) and torch.equal(a["lv_mask"], b["lv_mask"])
+
+
+def test_paper_projection_from_hand_written_numbers():
+    from benchmarks.items import paper_projection
+
+    # 100 training clips/s, 400 evaluation clips/s on EchoNet-Dynamic's 7,465 / 1,288 / 1,277 videos:
+    # train 30 × 7465 / 100 = 2239.5 s; validation (30 + 2) × 1288 / 400 = 103.04 s;
+    # push 7465 / 400 = 18.6625 s; test 2 × 1277 × 10 / 400 = 63.85 s; 2425.0525 s in all.
+    projection = paper_projection(100.0, 400.0)
+    assert projection["train_s"] == pytest.approx(2239.5)
+    assert projection["validate_s"] == pytest.approx(103.04)
+    assert projection["push_s"] == pytest.approx(18.6625)
+    assert projection["test_s"] == pytest.approx(63.85)
+    assert projection["total_h"] == pytest.approx(2425.0525 / 3600)
+
+
+def test_gpu_rows_from_hand_written_numbers(tmp_path, monkeypatch):
+    from benchmarks.items import gpu_report
+
+    steps = {"fp32": {"n": 10, "min_s": 0.4}, "bf16": {"n": 10, "min_s": 0.16}, "bf16+cl+compile": {"error": "OutOfMemoryError: x"}}
+    epoch = {"videos": 120, "workers": 8, "amp": True, "channels_last": True, "train_clips_per_s": 80.0,
+             "first_epoch_clips_per_s": 40.0, "eval_clips_per_s": 320.0}
+    ddp = {"clips_per_s": 150.0, "wall_s": 95.0}
+    result = gpu_report(steps, epoch, ddp, gpu_name="Test GPU", gpus=2)
+    rows = {r["name"]: r for r in result["ratios"]}
+    assert rows["step bf16 ÷ fp32 (speed-up)"]["value"] == pytest.approx(2.5)  # 100 vs 40 clips/s at batch 16
+    assert "OutOfMemoryError" in rows["step bf16+cl+compile: failed"]["note"]
+    hours = (30 * 7465 / 80 + 32 * 1288 / 320 + 7465 / 320 + 2 * 1277 * 10 / 320) / 3600
+    assert rows["projected paper run: 30 epochs × 7,465 videos + val, push, test (h)"]["value"] == pytest.approx(hours)
+    assert rows["DDP 2 processes ÷ 1 process, epoch clips/s (speed-up)"]["value"] == pytest.approx(150 / 80)
+    assert result["fastest_step"] == "bf16"
+    # The rows as the README table shows them (a failed part reads "—").
+    results = tmp_path / "benchmarks" / "results"
+    results.mkdir(parents=True)
+    device = {"cpu": "cpu", "gpu": "Test GPU", "cpu_count": 16, "torch_threads": 16, "torch": "2.x", "load_average_1_5_15": [0.1, 0, 0]}
+    (results / "gpu.json").write_text(json.dumps({**result, "device": device, "load_average_at_start": [0.1, 0, 0]}))
+    monkeypatch.setattr(cli, "RESULTS", results)
+    table = cli.write_table()
+    assert "| gpu | step bf16 ÷ fp32 (speed-up) | 2.5× | info | — | 100.0 vs 40.0 clips/s, batch 16, min of 10 (load 0.1) |" in table
+    assert f"| gpu | projected paper run: 30 epochs × 7,465 videos + val, push, test (h) | {hours:.1f} h |" in table
+    assert "| gpu | step bf16+cl+compile: failed | — |" in table
+    assert "| gpu | paper-shape epoch on synthetic 112² data, run defaults (clips/s) | 80 /s |" in table
+
+
+def test_gpu_check_reports_skipped_without_cuda(monkeypatch):
+    from benchmarks import items
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    result = items.gpu(quick=False)
+    assert result["skipped"] == "no CUDA" and result["ratios"] == []

@@ -242,3 +242,18 @@ def test_cli(tmp_path):
     filelist = pd.read_csv(root / "FileList.csv")
     assert len(filelist) == 3 and not (root / "LVMasks").exists()
     assert all((root / "Videos" / f"{name}.avi").is_file() for name in filelist["FileName"])
+
+
+def test_min_frames_lengthens_short_videos_only(tmp_path):
+    plain = synthetic.generate(tmp_path / "plain", videos=2, seed=7, workers=1, progress=False, write_masks=False)
+    long = synthetic.generate(tmp_path / "long", videos=2, seed=7, workers=1, progress=False, write_masks=False,
+                              min_frames=640)
+    a, b = pd.read_csv(plain / "FileList.csv"), pd.read_csv(long / "FileList.csv")
+    assert (a["NumberOfFrames"] < 640).all() and (b["NumberOfFrames"] == 640).all()
+    assert list(a["FileName"]) == list(b["FileName"])  # the same videos, only longer
+    for name in b["FileName"]:
+        capture = cv2.VideoCapture(str(long / "Videos" / f"{name}.avi"))
+        count = 0
+        while capture.read()[0]:
+            count += 1
+        assert count == 640

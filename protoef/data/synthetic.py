@@ -37,6 +37,7 @@ the number of videos; the split is a seeded permutation of all indices.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import multiprocessing
 import os
 import pathlib
@@ -316,11 +317,13 @@ def _write_avi(path: pathlib.Path, frames: np.ndarray, fps: int) -> None:
     writer.release()
 
 
-def _make_video(job: tuple[str, int, int, bool]) -> tuple[dict, list[list]]:
+def _make_video(job: tuple[str, int, int, bool, int | None]) -> tuple[dict, list[list]]:
     """Worker: render, write the AVI (+ masks) of one video; return its CSV rows."""
-    out_dir, seed, index, write_masks = job
+    out_dir, seed, index, write_masks, min_frames = job
     root = pathlib.Path(out_dir)
     p = video_parameters(seed, index)
+    if min_frames and p.n_frames < min_frames:  # longer videos, same heart: more cycles
+        p = dataclasses.replace(p, n_frames=int(min_frames))
     tc = lv_time_course(p)
     ed, es = _traced_frames(tc["c"], 60.0 * p.fps / p.heart_rate_bpm)
     traces = {t: _chords(p, tc["length"][t], tc["halfwidth"][t]) for t in (ed, es)}
@@ -353,7 +356,7 @@ def _default_workers() -> int:
 
 def generate(out_dir: str | os.PathLike, *, videos: int = 400, seed: int = 0, workers: int | None = None,
              write_masks: bool = True, progress: bool = True, val_fraction: float = SPLIT_FRACTIONS["VAL"],
-             test_fraction: float = SPLIT_FRACTIONS["TEST"]) -> pathlib.Path:
+             test_fraction: float = SPLIT_FRACTIONS["TEST"], min_frames: int | None = None) -> pathlib.Path:
     """Write a synthetic EchoNet-Dynamic-format data set of ``videos`` videos to ``out_dir``.
 
     ``workers``: processes (default: usable CPUs; <= 1 renders in this process). The output
@@ -361,6 +364,8 @@ def generate(out_dir: str | os.PathLike, *, videos: int = 400, seed: int = 0, wo
     ``workers > 1`` needs the usual ``if __name__ == "__main__":`` guard. Existing files of
     the same names are overwritten. ``write_masks``: also write ``LVMasks/*.npz``.
     ``val_fraction`` / ``test_fraction``: shares of VAL and TEST (TRAIN gets the rest).
+    ``min_frames``: lengthen shorter videos to this many frames (e.g. 640 for ten 64-frame
+    test clips); ``None`` keeps the drawn lengths (100–250 frames, a few 40–63).
     Returns the data-set root.
     """
     if videos < 3:
@@ -373,7 +378,7 @@ def generate(out_dir: str | os.PathLike, *, videos: int = 400, seed: int = 0, wo
     if write_masks:
         (root / "LVMasks").mkdir(exist_ok=True)
     workers = min(videos, _default_workers() if workers is None else max(1, int(workers)))
-    jobs = [(str(root), int(seed), i, bool(write_masks)) for i in range(videos)]
+    jobs = [(str(root), int(seed), i, bool(write_masks), min_frames) for i in range(videos)]
     bar = dict(total=videos, desc="synthetic echo videos", unit="video", disable=not progress)
     if workers == 1:
         results = [_make_video(job) for job in tqdm(jobs, **bar)]

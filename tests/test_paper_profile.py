@@ -1,0 +1,97 @@
+"""The paper profile end to end on the CPU: a wiring test, not a speed test.
+
+`python -m protoef train --profile paper` on a tiny synthetic 112² EchoNet-format set with
+every knob as the profile sets it (R(2+1)D-18, 64 frames at period 1, P = 40, batch 16,
+14 × 14 masks with the 5 × 5 dilation, 10 test clips, 8 loader workers, the paper's loss
+weights, learning rates and push), except three: the Kinetics-400 weights (offline here:
+random initialisation, said in the output and stored in config.json), the number of videos
+(3 TRAIN, 2 VAL, 2 TEST: one batch holds the whole training set) and the epochs (1). Then
+`predict` and `gallery` on the result. The slowest test of the suite (minutes: a 64 × 112²
+clip costs seconds on 2 cores, and ~2 GB of activations per training sample, so peak memory
+is ~7 GB); README, "Paper profile on the CPU (wiring test)", has the measured numbers.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from protoef.__main__ import main as cli
+from protoef.config import resolve
+from protoef.data import EchoNet, synthetic
+
+SPLITS = ["TRAIN"] * 3 + ["VAL"] * 2 + ["TEST"]  # the 7th video, TEST too, comes from the long set
+
+
+@pytest.fixture(scope="module")
+def paper_root(tmp_path_factory):
+    """6 synthetic 112² videos of the drawn lengths (100–250 frames), plus one TEST video
+    of ≥ 640 frames: ten non-overlapping 64-frame clips, as the paper's test uses."""
+    root = synthetic.generate(tmp_path_factory.mktemp("paper-data"), videos=6, seed=3, workers=1, progress=False)
+    long = synthetic.generate(tmp_path_factory.mktemp("paper-long"), videos=1, seed=4, workers=1, progress=False,
+                              min_frames=640)
+    files = pd.read_csv(root / "FileList.csv").assign(Split=SPLITS)
+    extra = pd.read_csv(long / "FileList.csv").assign(Split="TEST")
+    pd.concat([files, extra]).to_csv(root / "FileList.csv", index=False)
+    tracings = pd.concat([pd.read_csv(root / "VolumeTracings.csv"), pd.read_csv(long / "VolumeTracings.csv")])
+    tracings.to_csv(root / "VolumeTracings.csv", index=False)
+    for folder in ("Videos", "LVMasks"):
+        for path in (long / folder).iterdir():
+            shutil.copy(path, root / folder / path.name)
+    return root, extra["FileName"].iloc[0]
+
+
+def test_paper_profile_trains_pushes_tests_predicts_and_draws_on_the_cpu(paper_root, tmp_path, capsys):
+    root, long_name = paper_root
+    out = tmp_path / "paper-run"
+    overrides = ["model.weights=none", "optim.epochs=1", "device=cpu", f"data.cache_dir={tmp_path / 'cache'}"]
+    assert cli(["train", "--profile", "paper", "--data", str(root), "--out", str(out),
+                *(item for pair in (("--set", o) for o in overrides) for item in pair)]) == 0
+    printed = capsys.readouterr().out
+    assert "starts from random initialisation, not from the Kinetics-400 weights" in printed
+
+    # Every paper knob as the profile sets it; only weights, epochs (and the data) differ.
+    config = json.loads((out / "config.json").read_text())
+    paper = resolve("paper").to_dict()
+    assert config["model"]["weights"] is None and config["optim"]["epochs"] == 1
+    for section, key in [("data", "clip_length"), ("data", "period"), ("data", "resize"), ("data", "batch_size"),
+                         ("data", "num_workers"), ("data", "test_clips"), ("data", "background_dilation"),
+                         ("model", "backbone"), ("model", "num_prototypes"), ("model", "tau"), ("loss", "mse"),
+                         ("loss", "cluster"), ("loss", "psd"), ("loss", "pas"), ("loss", "occurrence"),
+                         ("loss", "delta"), ("optim", "lr_backbone"), ("optim", "lr_prototypes"), ("optim", "push")]:
+        assert config[section][key] == paper[section][key], (section, key)
+    assert (config["data"]["clip_length"], config["data"]["resize"], config["data"]["num_workers"]) == (64, 112, 8)
+
+    # The occurrence loss saw 14 × 14 masks with background (the 5 × 5 dilation leaves some).
+    history = pd.read_csv(out / "history.csv")
+    assert list(history["epoch"]) == [1] and history["train_occurrence"].gt(0).all()
+    assert np.isfinite(history[[c for c in history.columns if c.startswith(("train_", "val_"))]].to_numpy(float)).all()
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["test"]["post_push"]["n"] == 2 and metrics["val"]["post_push"]["n"] == 2
+    # Test on all clips: the long video is averaged over its ten 64-frame clips.
+    d = config["data"]
+    test = EchoNet(root, "TEST", clip_length=64, period=1, clips=10, resize=112, mean=d["mean"], std=d["std"])
+    clips = {name: len(test[i]["clip_starts"]) for i, name in enumerate(test.filenames)}
+    assert clips[f"{long_name}.avi"] == 10 and min(clips.values()) >= 1
+    predictions = pd.read_csv(out / "predictions.csv")
+    assert set(predictions["filename"]) == set(test.filenames)
+    prototypes = pd.read_csv(out / "prototypes" / "prototypes.csv")
+    assert len(prototypes) == 40 and len(list((out / "prototypes").glob("prototype_*.npz"))) == 40
+    occurrence = np.load(out / "prototypes" / "prototype_00.npz")["occurrence_map"]
+    assert occurrence.shape == (16, 14, 14)  # T' × H' × W' of a 64 × 112² clip after layer3
+
+    # predict on the long test video: ten clips, the run's top prototypes, an explanation PNG.
+    video = root / "Videos" / f"{long_name}.avi"
+    assert cli(["predict", str(out), str(video), "--out", str(tmp_path / "predicted")]) == 0
+    table = pd.read_csv(tmp_path / "predicted" / "predictions.csv")
+    assert table.loc[0, "num_clips"] == 10
+    run_prediction = predictions.set_index("filename").loc[video.name, "prediction"]
+    assert table.loc[0, "prediction"] == pytest.approx(run_prediction, abs=1e-3)  # same clips, same model
+    assert list((tmp_path / "predicted").glob("*.png"))
+    # gallery: one strip and one GIF per prototype, and gallery.png.
+    assert cli(["gallery", str(out)]) == 0
+    drawn = {p.name for p in (out / "prototypes").iterdir()}
+    assert {f"prototype_{j:02d}.png" for j in range(40)} | {f"prototype_{j:02d}.gif" for j in range(40)} | {"gallery.png"} <= drawn

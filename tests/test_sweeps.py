@@ -1,0 +1,112 @@
+"""Sweeps beyond one device: independent runs in parallel (submitit's local executor, local
+processes), in the same run directories and with the same reuse/resume as single runs."""
+from __future__ import annotations
+
+import json
+import pathlib
+
+import pandas as pd
+import pytest
+
+from protoef import companion, studies, sweeps
+
+SMOKE = {"optim.epochs": 1, "data.limit_videos": 8}
+
+
+@pytest.fixture
+def repo(tmp_path_factory, monkeypatch) -> pathlib.Path:
+    """runs/ under a temporary repository root; one synthetic cache for every test here."""
+    root = tmp_path_factory.mktemp("repo")
+    monkeypatch.setattr(companion, "REPO", root)
+    monkeypatch.setenv("PROTOEF_CACHE", str(tmp_path_factory.getbasetemp() / "sweep-cache"))  # children inherit it
+    return root
+
+
+def interval(run: pathlib.Path) -> tuple[float, float]:
+    """When a run trained: config.json is written as it starts, metrics.json as it ends."""
+    return (run / "config.json").stat().st_mtime, (run / "metrics.json").stat().st_mtime
+
+
+def test_auto_is_sequential_unless_several_gpus_are_visible(monkeypatch):
+    monkeypatch.setattr(sweeps, "_visible_gpus", lambda: 0)
+    assert sweeps.resolve_executor("auto") == {"kind": "sequential"}
+    monkeypatch.setattr(sweeps, "_visible_gpus", lambda: 1)
+    assert sweeps.resolve_executor(None)["kind"] == "sequential"  # one GPU: the in-process run is the same
+    monkeypatch.setattr(sweeps, "_visible_gpus", lambda: 4)
+    assert sweeps.resolve_executor("auto")["kind"] == "gpus"
+    assert sweeps.resolve_executor({"kind": "slurm", "slurm_partition": "gpu"}) == {"kind": "slurm", "slurm_partition": "gpu"}
+    with pytest.raises(ValueError, match="unknown sweep executor 'mpi'"):
+        sweeps.resolve_executor("mpi")
+    monkeypatch.setattr(sweeps, "_visible_gpus", lambda: 0)
+    with pytest.raises(RuntimeError, match="no CUDA device"):
+        sweeps.run_jobs([sweeps.Job("smoke", "x", SMOKE)], "gpus")
+
+
+def test_two_run_sweep_runs_in_parallel_through_submitit_local_executor(repo, tmp_path):
+    pytest.importorskip("submitit", reason="submitit is an optional extra: pip install -e '.[cluster]'")
+    jobs = [sweeps.Job("smoke", f"seed{seed}", {**SMOKE, "seed": seed}) for seed in (0, 1)]
+    executor = {"kind": "local", "folder": str(tmp_path / "submitit"), "timeout_min": 15}
+    runs = sweeps.run_jobs(jobs, executor)
+    assert runs == [companion.run_dir("smoke", "seed0"), companion.run_dir("smoke", "seed1")]
+    (start0, end0), (start1, end1) = interval(runs[0]), interval(runs[1])
+    assert start0 < end1 and start1 < end0  # each started before the other finished: in parallel
+    for run, seed in zip(runs, (0, 1)):
+        assert json.loads((run / "config.json").read_text())["seed"] == seed
+        assert json.loads((run / "metrics.json").read_text())["test"]["post_push"]["n"] > 0
+    assert list((tmp_path / "submitit").iterdir())  # submitit's own logs, one folder per job
+    # A second launch reuses the finished runs, as a single run would.
+    finished = [(run / "metrics.json").stat().st_mtime_ns for run in runs]
+    assert sweeps.run_jobs(jobs, executor) == runs
+    assert [(run / "metrics.json").stat().st_mtime_ns for run in runs] == finished
+
+
+def test_process_executor_resumes_an_interrupted_run(repo):
+    job = sweeps.Job("smoke", "resume", SMOKE)
+    run = sweeps.run_jobs([job], "sequential")[0]
+    history = pd.read_csv(run / "history.csv")
+    (run / "metrics.json").unlink()  # as if killed after its last epoch, before the push and test
+    (run / "predictions.csv").unlink()
+    assert sweeps.run_jobs([job], {"kind": "processes", "workers": 2}) == [run]
+    log = (run / "sweep.log").read_text()
+    assert "[train] resuming" in log and "after epoch 1/1" in log
+    assert (run / "metrics.json").is_file() and (run / "predictions.csv").is_file()
+    pd.testing.assert_frame_equal(pd.read_csv(run / "history.csv"), history)  # no epoch was trained again
+
+
+def test_a_failing_run_is_reported_after_the_others_finish(repo):
+    jobs = [sweeps.Job("smoke", "ok", SMOKE), sweeps.Job("smoke", "bad", {**SMOKE, "model.kind": "nonsense"})]
+    with pytest.raises(RuntimeError, match=r"1 of 2 sweep runs failed: .*smoke-bad.*sweep\.log"):
+        sweeps.run_jobs(jobs, {"kind": "processes", "workers": 2})
+    assert (companion.run_dir("smoke", "ok") / "metrics.json").is_file()
+    assert "model.kind must be 'protoefnet' or 'blackbox'" in (companion.run_dir("smoke", "bad") / "sweep.log").read_text()
+
+
+def test_study_sweeps_hand_their_unfinished_runs_to_the_runner(repo, monkeypatch):
+    launched = []
+
+    def fake_run_jobs(jobs, executor):
+        # Stands in for the parallel runner: records the jobs and leaves finished runs behind.
+        launched.append((executor, [(job.name, job.overrides) for job in jobs]))
+        for job in jobs:
+            out = job.run_dir()
+            out.mkdir(parents=True)
+            config = {"seed": job.overrides["seed"], "optim": {"epochs": 3}, "loss": {"pas": job.overrides.get("loss.pas", 0.1)}}
+            (out / "config.json").write_text(json.dumps(config))
+            (out / "metrics.json").write_text("{}")
+            for name in ("history.csv", "predictions.csv"):
+                (out / name).write_text("a\n1\n")
+        return [job.run_dir() for job in jobs]
+
+    monkeypatch.setattr(sweeps, "run_jobs", fake_run_jobs)
+    runs = studies.ablation_runs("smoke", [0, 1], {"optim.epochs": 3}, executor="local")
+    assert launched == [("local", [("pas-seed0", {"optim.epochs": 3, "seed": 0}),
+                                   ("nopas-seed0", {"optim.epochs": 3, "seed": 0, "loss.pas": 0.0}),
+                                   ("pas-seed1", {"optim.epochs": 3, "seed": 1}),
+                                   ("nopas-seed1", {"optim.epochs": 3, "seed": 1, "loss.pas": 0.0})])]
+    assert runs[("no PAS", 1)] == companion.run_dir("smoke", "nopas-seed1")
+    # All finished now: a second call launches nothing and checks the stored settings.
+    assert studies.ablation_runs("smoke", [0, 1], {"optim.epochs": 3}, executor="local") == runs
+    assert len(launched) == 1
+    with pytest.raises(ValueError, match="other settings"):
+        studies.ablation_runs("smoke", [0], {"optim.epochs": 5}, executor="local")
+    assert len(launched) == 1  # refused before anything was launched
