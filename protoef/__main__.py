@@ -62,6 +62,10 @@ def _train(args) -> int:
     if args.data:
         overrides.append(f"data.root={args.data}")
     config = resolve(args.profile or "demo", overrides)
+    if config.profile == "paper" and not config.data.root:
+        # Without a data root the synthetic set would be generated and trained on silently.
+        raise FileNotFoundError("the paper profile trains on EchoNet-Dynamic: pass --data DIR (the folder with "
+                                "FileList.csv) or set ECHONET_DIR; --profile demo or smoke use the synthetic set")
     out = args.out or f"runs/{config.profile}-{config.model.kind}-seed{config.seed}"
     if args.resume and (pathlib.Path(out) / "config.json").is_file():
         # Resuming continues the stored config: only what is given here (--set, --data, an

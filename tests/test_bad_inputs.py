@@ -347,6 +347,14 @@ def test_train_out_that_is_a_file_is_a_clear_error(cache, tmp_path, capsys):
     assert f"{out}: is a file, not a run directory" in capsys.readouterr().err
 
 
+def test_paper_profile_without_echonet_is_refused(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("ECHONET_DIR", raising=False)
+    out = tmp_path / "run"
+    assert cli(["train", "--profile", "paper", "--out", str(out)]) == 2
+    assert "the paper profile trains on EchoNet-Dynamic: pass --data DIR" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_resume_of_nothing_says_it_starts_afresh(cache, tmp_path, monkeypatch, capsys):
     import protoef.train as train
 
