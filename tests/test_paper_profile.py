@@ -31,15 +31,18 @@ def paper_root(tmp_path_factory):
     """6 synthetic 112² videos of the drawn lengths (100–250 frames), plus one TEST video
     of ≥ 640 frames: ten non-overlapping 64-frame clips, as the paper's test uses."""
     root = synthetic.generate(tmp_path_factory.mktemp("paper-data"), videos=6, seed=3, workers=1, progress=False)
-    long = synthetic.generate(tmp_path_factory.mktemp("paper-long"), videos=1, seed=4, workers=1, progress=False,
+    # A synthetic set has at least 3 videos (one per split); the first of these 3 is the long one used.
+    long = synthetic.generate(tmp_path_factory.mktemp("paper-long"), videos=3, seed=4, workers=1, progress=False,
                               min_frames=640)
     files = pd.read_csv(root / "FileList.csv").assign(Split=SPLITS)
-    extra = pd.read_csv(long / "FileList.csv").assign(Split="TEST")
+    extra = pd.read_csv(long / "FileList.csv").iloc[:1].assign(Split="TEST")
+    name = extra["FileName"].iloc[0]
     pd.concat([files, extra]).to_csv(root / "FileList.csv", index=False)
-    tracings = pd.concat([pd.read_csv(root / "VolumeTracings.csv"), pd.read_csv(long / "VolumeTracings.csv")])
+    long_tracings = pd.read_csv(long / "VolumeTracings.csv")
+    tracings = pd.concat([pd.read_csv(root / "VolumeTracings.csv"), long_tracings[long_tracings["FileName"] == f"{name}.avi"]])
     tracings.to_csv(root / "VolumeTracings.csv", index=False)
     for folder in ("Videos", "LVMasks"):
-        for path in (long / folder).iterdir():
+        for path in (long / folder).glob(f"{name}.*"):
             shutil.copy(path, root / folder / path.name)
     return root, extra["FileName"].iloc[0]
 

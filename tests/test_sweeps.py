@@ -78,7 +78,7 @@ def test_a_failing_run_is_reported_after_the_others_finish(repo):
     with pytest.raises(RuntimeError, match=r"1 of 2 sweep runs failed: .*smoke-bad.*sweep\.log"):
         sweeps.run_jobs(jobs, {"kind": "processes", "workers": 2})
     assert (companion.run_dir("smoke", "ok") / "metrics.json").is_file()
-    assert "model.kind must be 'protoefnet' or 'blackbox'" in (companion.run_dir("smoke", "bad") / "sweep.log").read_text()
+    assert "model.kind = 'nonsense' (expected 'protoefnet' or 'blackbox')" in (companion.run_dir("smoke", "bad") / "sweep.log").read_text()
 
 
 def test_study_sweeps_hand_their_unfinished_runs_to_the_runner(repo, monkeypatch):
@@ -90,8 +90,8 @@ def test_study_sweeps_hand_their_unfinished_runs_to_the_runner(repo, monkeypatch
         for job in jobs:
             out = job.run_dir()
             out.mkdir(parents=True)
-            config = {"seed": job.overrides["seed"], "optim": {"epochs": 3}, "loss": {"pas": job.overrides.get("loss.pas", 0.1)}}
-            (out / "config.json").write_text(json.dumps(config))
+            # The resolved config a real run stores (runs are matched by their whole config).
+            (out / "config.json").write_text(json.dumps(companion.config_for(job.profile, job.overrides).to_dict()))
             (out / "metrics.json").write_text("{}")
             for name in ("history.csv", "predictions.csv"):
                 (out / name).write_text("a\n1\n")
@@ -107,6 +107,6 @@ def test_study_sweeps_hand_their_unfinished_runs_to_the_runner(repo, monkeypatch
     # All finished now: a second call launches nothing and checks the stored settings.
     assert studies.ablation_runs("smoke", [0, 1], {"optim.epochs": 3}, executor="local") == runs
     assert len(launched) == 1
-    with pytest.raises(ValueError, match="other settings"):
+    with pytest.raises(ValueError, match="another config: optim.epochs"):
         studies.ablation_runs("smoke", [0], {"optim.epochs": 5}, executor="local")
     assert len(launched) == 1  # refused before anything was launched

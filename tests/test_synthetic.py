@@ -245,8 +245,8 @@ def test_cli(tmp_path):
 
 
 def test_min_frames_lengthens_short_videos_only(tmp_path):
-    plain = synthetic.generate(tmp_path / "plain", videos=2, seed=7, workers=1, progress=False, write_masks=False)
-    long = synthetic.generate(tmp_path / "long", videos=2, seed=7, workers=1, progress=False, write_masks=False,
+    plain = synthetic.generate(tmp_path / "plain", videos=3, seed=7, workers=1, progress=False, write_masks=False)
+    long = synthetic.generate(tmp_path / "long", videos=3, seed=7, workers=1, progress=False, write_masks=False,
                               min_frames=640)
     a, b = pd.read_csv(plain / "FileList.csv"), pd.read_csv(long / "FileList.csv")
     assert (a["NumberOfFrames"] < 640).all() and (b["NumberOfFrames"] == 640).all()
