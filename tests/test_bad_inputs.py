@@ -32,17 +32,9 @@ from protoef.config import resolve
 from protoef.data import DataError, EchoNet
 from protoef.train import data_root, fit
 from tests.test_echonet import frame_levels, index_video, rectangle_tracing, tracing_rows, write_avi
+from tests.test_train import cache, smoke  # noqa: F401  (the module-scoped cache fixture and the smoke config)
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory) -> pathlib.Path:
-    return tmp_path_factory.mktemp("cache")
-
-
-def smoke(cache, **overrides):
-    return resolve("smoke", {"data.cache_dir": str(cache), **overrides})
 
 
 @pytest.fixture(scope="module")
