@@ -2,7 +2,9 @@
 # ProtoEFNet companion: one command for the whole job, one for the tests.
 #
 #   ./run_all.sh [--profile demo|smoke|paper] [--data DIR] [--only 01,03] [--force]
-#       set up ./.venv if needed, then run every notebook for the profile (papermill)
+#       set up ./.venv if needed, run every notebook for the profile (papermill), then
+#       collect the notebooks' claim checks into figures[/<profile>]/results.md (demo:
+#       also the README's results block) and keep the executed demo notebooks in notebooks/
 #   ./run_all.sh --test [PYTEST_ARGS...]
 #       set up ./.venv if needed, then run the test suite (what CI runs)
 #
@@ -13,7 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 ROOT="$(pwd)"
 
-usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; }
 
 mode=run
 profile=demo
@@ -59,13 +61,13 @@ cache="${PROTOEF_CACHE:-$ROOT/.cache}"
 if [ "$profile" != paper ]; then
     # The profile's config says which synthetic set it uses (size, seed, split); ask it
     # rather than spelling the folder name here a second time.
-    data_dir="$(PROTOEF_CACHE="$cache" "$PYTHON" -c 'import sys; from protoef import companion
-from protoef.train import synthetic_root
-print(synthetic_root(companion.config_for(sys.argv[1])))' "$profile")"
+    data_dir="$(PROTOEF_CACHE="$cache" "$PYTHON" -c 'import sys; from protoef.companion import notebook
+from protoef.training.build import synthetic_root
+print(synthetic_root(notebook.config_for(sys.argv[1])))' "$profile")"
     if [ "$force" = 1 ] || [ ! -f "$data_dir/FileList.csv" ]; then
         rm -rf "$data_dir"
-        PROTOEF_CACHE="$cache" "$PYTHON" -c 'import sys; from protoef import companion
-companion.dataset_root(sys.argv[1])' "$profile"  # generates it (progress bar)
+        PROTOEF_CACHE="$cache" "$PYTHON" -c 'import sys; from protoef.companion import notebook
+notebook.dataset_root(sys.argv[1])' "$profile"  # generates it (progress bar)
     else
         echo "[run_all] synthetic data set present: $data_dir (use --force to regenerate)"
     fi
@@ -73,13 +75,17 @@ fi
 # Every split must load; a video that cannot be used is named with its reason.
 "$PYTHON" -m protoef check-data "$data_dir"
 
-# Every notebook in order, executed by papermill with the profile as its parameter. The
-# notebooks train what they need through protoef.companion.ensure_run, which reuses a
-# finished run and resumes an interrupted one; --force retrains from scratch.
+# Every notebook in order, executed by papermill. The profile travels as PROTOEF_PROFILE,
+# which each notebook's parameters cell reads, not as an injected parameter: the executed
+# demo notebooks are stored back in notebooks/ (what a reader sees without running
+# anything), and an injected cell there would pin CI's nbval run to the demo profile.
+# The notebooks train what they need through protoef.companion.notebook.ensure_run, which
+# reuses a finished run and resumes an interrupted one; --force retrains from scratch.
 [ "$force" = 1 ] && rm -rf "$ROOT/runs/$profile"-* "$cache/warmstart"
-executed="$ROOT/runs/$profile/notebooks"
-mkdir -p "$executed"
-params=(-p profile "$profile")
+if [ "$profile" = demo ]; then executed="$ROOT/notebooks"; else executed="$ROOT/runs/$profile/notebooks"; fi
+staging="$ROOT/runs/$profile/executing"
+mkdir -p "$executed" "$staging"
+params=()
 [ "$profile" = paper ] && params+=(-p data "$data_dir")
 for notebook in "$ROOT"/notebooks/[0-9][0-9]_*.ipynb; do
     name="$(basename "$notebook" .ipynb)"
@@ -88,13 +94,19 @@ for notebook in "$ROOT"/notebooks/[0-9][0-9]_*.ipynb; do
     fi
     echo "[run_all] $name (profile $profile)"
     nb_started=$SECONDS
-    if ! PROTOEF_CACHE="$cache" "$PYTHON" -m papermill "$notebook" "$executed/$name.ipynb" "${params[@]}" \
-            --cwd "$ROOT/notebooks" --kernel python3 --no-progress-bar --log-level WARNING; then
+    # TQDM_DISABLE: no progress widgets in the stored notebooks (their state would bloat them).
+    if ! PROTOEF_CACHE="$cache" PROTOEF_PROFILE="$profile" TQDM_DISABLE=1 "$PYTHON" -m papermill "$notebook" "$staging/$name.ipynb" \
+            ${params[@]+"${params[@]}"} --cwd "$ROOT/notebooks" --kernel python3 --no-progress-bar --log-level WARNING; then
         echo "[run_all] $name FAILED: the failing cell and its traceback are above;" \
-             "the executed notebook is $executed/$name.ipynb" >&2
+             "the executed notebook is $staging/$name.ipynb" >&2
         exit 1
     fi
+    mv "$staging/$name.ipynb" "$executed/$name.ipynb"  # only a notebook that ran through replaces the stored one
     echo "[run_all] $name done in $((SECONDS - nb_started)) s"
 done
+# The results block: every notebook's claim check, collected; nothing typed by hand.
+readme=(); [ "$profile" = demo ] && readme=(--readme "$ROOT/README.md")
+"$PYTHON" -m protoef.companion.claims --profile "$profile" ${readme[@]+"${readme[@]}"}
 figures="figures"; [ "$profile" != demo ] && figures="figures/$profile"
-echo "[run_all] profile '$profile' done in $((SECONDS - started)) s; figures in $figures/, executed notebooks in $executed"
+echo "[run_all] profile '$profile' done in $((SECONDS - started)) s; figures and results.md in $figures/," \
+     "executed notebooks in ${executed#"$ROOT"/}"

@@ -12,7 +12,9 @@ from .common import ROOT, SEED, interleave, ratio, run_child, seed_everything, s
 
 DEMO = dict(backbone="r2plus1d_10", batch=8, frames=8, size=32, prototypes=40)   # config "demo"
 PAPER = dict(backbone="r2plus1d_18", batch=1, frames=64, size=112, prototypes=40)  # paper shape, CPU batch 1
-SYNTHETIC = ROOT / ".cache" / "synthetic-400-seed0"
+# Pixel mean and std of the synthetic TRAIN videos (`protoef.data.compute_mean_std`), set
+# directly so a benchmark does not time that pass; the one copy of these numbers here.
+SYNTHETIC_MEAN_STD = (0.1289, 0.1911)
 MIB = 2**20
 
 
@@ -119,6 +121,14 @@ def _full_decode_class():
     return FullDecode
 
 
+def _synthetic_root() -> pathlib.Path:
+    """The demo profile's synthetic set in the repository cache (the profile names it)."""
+    from protoef.config import resolve
+    from protoef.training.build import synthetic_root
+
+    return synthetic_root(resolve("demo", {"data.cache_dir": str(ROOT / ".cache")}))
+
+
 def _train_dataset(root, *, clip_length, period, resize, feature_size, dilation, cache_dir, limit, full_decode=False):
     from protoef.data import EchoNet
 
@@ -127,15 +137,15 @@ def _train_dataset(root, *, clip_length, period, resize, feature_size, dilation,
         cls = _full_decode_class() if full_decode else EchoNet
         dataset = cls(root, "TRAIN", clip_length=clip_length, period=period, resize=resize, clips="random",
                       augment=True, rotation_degrees=10.0, with_masks=True, feature_size=feature_size,
-                      background_dilation=dilation, mean=0.1289, std=0.1911, cache_dir=cache_dir)
+                      background_dilation=dilation, mean=SYNTHETIC_MEAN_STD[0], std=SYNTHETIC_MEAN_STD[1], cache_dir=cache_dir)
     if limit is not None:
         dataset.records = dataset.records[:limit]
     return dataset
 
 
 def _data_root(tmp: pathlib.Path) -> pathlib.Path:
-    if (SYNTHETIC / "FileList.csv").is_file():
-        return SYNTHETIC  # read only
+    if (_synthetic_root() / "FileList.csv").is_file():
+        return _synthetic_root()  # read only
     from protoef.data import synthetic
 
     return synthetic.generate(tmp / "synthetic-120", videos=120, seed=SEED, progress=False)
@@ -148,7 +158,7 @@ def pipeline(quick: bool) -> dict:
 
     from protoef.config import resolve
     from protoef.data import oversampling_sampler
-    from protoef.train import _loader, feature_size
+    from protoef.training.build import feature_size, make_loader
 
     from .child import make_step
 
@@ -171,7 +181,7 @@ def pipeline(quick: bool) -> dict:
         def epoch(dataset):
             generator = torch.Generator().manual_seed(SEED)
             sampler = oversampling_sampler(dataset.efs, threshold=d.oversample_threshold, generator=generator)
-            for _ in _loader(dataset, config, sampler=sampler):
+            for _ in make_loader(dataset, config, sampler=sampler):
                 pass
 
         seed_everything()
@@ -322,20 +332,21 @@ def _predict_latency(quick: bool) -> dict:
     import torch
 
     from protoef.config import resolve
-    from protoef.inference import predict_videos
-    from protoef.train import build_model
+    from protoef.analysis.inference import predict_videos
+    from protoef.training.build import build_model
 
     config = resolve("demo")
-    config.data.mean, config.data.std = 0.1289, 0.1911
+    config.data.mean, config.data.std = SYNTHETIC_MEAN_STD
     seed_everything()
     model = build_model(config).eval()
     import pandas as pd
 
-    table = pd.read_csv(SYNTHETIC / "FileList.csv") if (SYNTHETIC / "FileList.csv").is_file() else None
+    root = _synthetic_root()
+    table = pd.read_csv(root / "FileList.csv") if (root / "FileList.csv").is_file() else None
     if table is None:
         return {"skipped": "no synthetic data set"}
     names = table[table["Split"] == "TEST"]["FileName"].tolist()[: 8 if quick else 24]
-    paths = [SYNTHETIC / "Videos" / f"{name}.avi" for name in names]
+    paths = [root / "Videos" / f"{name}.avi" for name in names]
     predict_videos(model, config, paths[:2])  # warm-up
     start = time.perf_counter()
     frame = predict_videos(model, config, paths)
@@ -349,25 +360,26 @@ def _demo_run_parts(tmp: pathlib.Path):
     """What `fit` builds for a demo run, with the decoded cache in `tmp`: config, the four
     data sets, the run context (CPU) and a freshly seeded model."""
     from protoef.config import resolve
-    from protoef.train import _Context, _datasets, build_model
+    from protoef.training.build import RunContext, build_model, training_datasets
 
     config = resolve("demo", {"data.cache_dir": str(tmp), "device": "cpu"})
-    config.data.mean, config.data.std = 0.1289, 0.1911  # the synthetic TRAIN statistics: skip that pass
+    config.data.mean, config.data.std = SYNTHETIC_MEAN_STD  # skip that pass
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        sets = _datasets(config, _data_root(tmp))
+        sets = training_datasets(config, _data_root(tmp))
     seed_everything()
-    return config, sets, _Context(config), build_model(config)
+    return config, sets, RunContext(config), build_model(config)
 
 
 def epoch(quick: bool) -> dict:
-    """One demo training epoch (300 videos, warm decoded cache, `train.train_epoch` as `fit`
+    """One demo training epoch (300 videos, warm decoded cache, `loops.train_epoch` as `fit`
     runs it) with the loader in 2 worker processes vs in the training process (the demo
     default since this measurement)."""
     import torch
 
     from protoef.data import oversampling_sampler
-    from protoef.train import _loader, _optimizer, build_loss, train_epoch
+    from protoef.training.build import build_loss, build_optimizer, make_loader
+    from protoef.training.loops import train_epoch
 
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="protoef-bench-epoch-"))
     try:
@@ -377,13 +389,13 @@ def epoch(quick: bool) -> dict:
             train_set.records = train_set.records[:96]
         for index in range(len(train_set)):  # fill the decoded cache (the first epoch's extra cost)
             train_set.frames(index)
-        optimizer, loss_fn = _optimizer(model, config), build_loss(config)
+        optimizer, loss_fn = build_optimizer(model, config), build_loss(config)
 
         def run_epoch(workers: int):
             config.data.num_workers = workers
             generator = torch.Generator().manual_seed(SEED)
             sampler = oversampling_sampler(train_set.efs, threshold=config.data.oversample_threshold, generator=generator)
-            train_epoch(model, _loader(train_set, config, shuffle_seed=SEED, sampler=sampler), loss_fn, optimizer, context, desc="epoch")
+            train_epoch(model, make_loader(train_set, config, shuffle_seed=SEED, sampler=sampler), loss_fn, optimizer, context, desc="epoch")
 
         timings = interleave({"workers_2": lambda: run_epoch(2), "workers_0": lambda: run_epoch(0)}, 1 if quick else 3, warmup=1)
     finally:
@@ -410,14 +422,14 @@ def runend(quick: bool) -> dict:
 
     import torch
 
-    from protoef import runs
-    from protoef.explain import save_prototype_gallery
-    from protoef.push import finish_run
+    from protoef.analysis.explain import save_prototype_gallery
+    from protoef.training import runs
+    from protoef.training.lifecycle import finish
 
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="protoef-bench-end-"))
     try:
         config, sets, context, model = _demo_run_parts(tmp)
-        initial = copy.deepcopy(model.state_dict())  # finish_run pushes: restart from the same weights
+        initial = copy.deepcopy(model.state_dict())  # finish pushes: restart from the same weights
         count = iter(range(100))
 
         def end_of_run():
@@ -425,7 +437,7 @@ def runend(quick: bool) -> dict:
             model.load_state_dict(initial)
             runs.save_checkpoint(out / "checkpoints" / "best.pt", {"model": initial, "epoch": 0, "config": config.to_dict()})
             torch.manual_seed(SEED)
-            finish_run(model, config, sets, context, out, out / "checkpoints" / "best.pt")
+            finish(model, config, sets, context, out)
             return out
 
         outs = []
@@ -434,16 +446,16 @@ def runend(quick: bool) -> dict:
                              1 if quick else 2, warmup=1)  # the warm-up also fills the decoded cache
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    finish, gallery = timings["finish_run"]["min_s"], timings["gallery"]["min_s"]
+    end_s, gallery_s = timings["finish_run"]["min_s"], timings["gallery"]["min_s"]
     return {
         "title": "End of a run, with and without the prototype gallery (demo profile)",
         "shapes": {"demo": f"P={config.model.num_prototypes}, {len(sets['push'])} push videos, "
                            f"{len(sets['val'])} val + {len(sets['test'])} test videos (×{config.data.test_clips} clips)"},
         "measurements": timings,
-        "ratios": [ratio("run end before ÷ after moving the gallery out (speed-up)", (finish + gallery) / finish, ">= 1.2",
-                         note=f"finish_run {finish:.1f} s + gallery {gallery:.1f} s before, {finish:.1f} s now; "
+        "ratios": [ratio("run end before ÷ after moving the gallery out (speed-up)", (end_s + gallery_s) / end_s, ">= 1.2",
+                         note=f"run end {end_s:.1f} s + gallery {gallery_s:.1f} s before, {end_s:.1f} s now; "
                               f"min of {timings['gallery']['n']}"),
-                   ratio("prototype gallery, per run (s)", gallery, unit="s",
+                   ratio("prototype gallery, per run (s)", gallery_s, unit="s",
                          note=f"{config.model.num_prototypes} strips + GIFs + gallery.png; saved in each of the 15 sweep runs of notebooks 04 and 06")],
     }
 
@@ -526,7 +538,7 @@ def _paper_parts(root: pathlib.Path, tmp: pathlib.Path):
 
     from protoef.config import resolve
     from protoef.data import compute_mean_std
-    from protoef.train import RunContext, feature_size, split_dataset
+    from protoef.training.build import RunContext, feature_size, split_dataset
 
     config = resolve("paper", {"data.root": str(root), "data.cache_dir": str(tmp / "cache"), "model.weights": None,
                                "data.num_workers": min(8, os.cpu_count() or 1)})
@@ -545,7 +557,8 @@ def _gpu_epoch(root: pathlib.Path, tmp: pathlib.Path) -> dict:
     import torch
 
     from protoef.data import oversampling_sampler
-    from protoef.train import build_loss, build_model, make_loader, predict, train_epoch
+    from protoef.training.build import build_loss, build_model, make_loader
+    from protoef.training.loops import predict, train_epoch
 
     config, train, push, context = _paper_parts(root, tmp)
     seed_everything()

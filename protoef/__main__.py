@@ -55,8 +55,8 @@ def _train(args) -> int:
     import pathlib
 
     from protoef.config import apply_overrides, from_dict, resolve
-    from protoef.runs import read_config
-    from protoef.train import fit
+    from protoef.training.lifecycle import fit
+    from protoef.training.runs import read_config
 
     overrides = list(args.set)
     if args.data:
@@ -83,21 +83,19 @@ def _train(args) -> int:
 def _evaluate(args) -> int:
     import json
 
-    from protoef.data import EchoNet
-    from protoef.train import _loader, data_root, evaluate, load_run
+    from protoef.training.build import evaluation_dataset, load_run, make_loader
+    from protoef.training.loops import evaluate
 
     model, config, checkpoint = load_run(args.run)
     if args.data:
         config.data.root = args.data
-    d = config.data
-    clips = d.test_clips if args.split.upper() == "TEST" else "deterministic"
-    root = data_root(config)
-    dataset = EchoNet(root, args.split, clip_length=d.clip_length, period=d.period, resize=d.resize,
-                      clips=clips, mean=d.mean, std=d.std)
+    dataset = evaluation_dataset(config, args.split)
     if not len(dataset):
-        raise ValueError(f"{root}: split {args.split.upper()} has no usable video ({len(dataset.skipped)} skipped); "
-                         "nothing to evaluate. Choose --split TRAIN, VAL or TEST with videos (check-data lists them)")
-    metrics, _ = evaluate(model, _loader(dataset, config, batch_size=1 if clips != "deterministic" else None))
+        raise ValueError(f"{dataset.root}: split {args.split.upper()} has no usable video ({len(dataset.skipped)} "
+                         "skipped); nothing to evaluate. Choose --split TRAIN, VAL or TEST with videos (check-data lists them)")
+    delta = config.loss.delta if config.model.kind == "protoefnet" else None
+    metrics, _ = evaluate(model, make_loader(dataset, config, batch_size=1 if dataset.clips != "deterministic" else None),
+                          delta=delta)
     metrics = {"checkpoint": checkpoint, "split": args.split.upper(), **metrics}
     print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items()}, indent=2))
     return 0
@@ -106,8 +104,8 @@ def _evaluate(args) -> int:
 def _predict(args) -> int:
     import pathlib
 
-    from protoef.inference import predict_videos, training_reference, video_paths
-    from protoef.train import load_run
+    from protoef.analysis.inference import predict_videos, training_reference, video_paths
+    from protoef.training.build import load_run
 
     model, config, checkpoint = load_run(args.run)
     paths = video_paths(args.videos)  # both checked before anything is created: a rejected call leaves no folder
@@ -135,7 +133,7 @@ def _predict(args) -> int:
 def _gallery(args) -> int:
     import pathlib
 
-    from protoef.explain import push_dataset, save_prototype_gallery
+    from protoef.analysis.explain import push_dataset, save_prototype_gallery
 
     run = pathlib.Path(args.run)
     if not (run / "prototypes" / "prototypes.csv").is_file():

@@ -1,11 +1,11 @@
-"""One configuration for a run: every knob of SPEC §2–§5, named profiles, dotted overrides.
+"""One configuration for a run: every knob of docs/method.md §2–§5, named profiles, dotted overrides.
 
     config = resolve("demo", {"model.tau": 0.5, "optim.epochs": 3})
     config = resolve("paper", ["data.root=/data/EchoNet-Dynamic"])   # CLI --set style
 
 Profiles:
 - ``paper``: EchoNet-Dynamic (``data.root`` or ``ECHONET_DIR``), R(2+1)D-18 with Kinetics
-  weights, 64 frames, batch 16, 30 epochs, the SPEC's loss weights and learning rates.
+  weights, 64 frames, batch 16, 30 epochs, the paper's loss weights and learning rates.
   Meant for a GPU.
 - ``demo``: the synthetic data set (generated on first use), the small R(2+1)D-10
   backbone, short low-resolution clips: ≈ 3 minutes on 2 CPU cores, and it still learns
@@ -60,7 +60,7 @@ class DataConfig:
 class ModelConfig:
     kind: str = "protoefnet"  # "protoefnet" or "blackbox" (the non-interpretable baseline)
     backbone: str = "r2plus1d_18"  # or "r2plus1d_10", the small CPU variant
-    # None (random), "kinetics400", "synthetic-warmstart" (protoef.warmstart: a backbone the
+    # None (random), "kinetics400", "synthetic-warmstart" (protoef.training.warmstart: a backbone the
     # project pretrains on a disjoint synthetic corpus, the CPU demo's stand-in for
     # Kinetics-400), or the path of a torchvision-layout state dict.
     weights: str | None = "kinetics400"
@@ -200,7 +200,7 @@ def _demo() -> Config:
     budget demands it: 8 frames every 8th (one 64-frame span, >= one heart cycle at 50 fps)
     at 32×32 pixels so a few thousand optimiser steps fit in minutes; the small R(2+1)D-10
     backbone, warm-started on a disjoint synthetic corpus in place of Kinetics-400
-    (`protoef.warmstart`); and the training recipe `DEMO_RECIPE`.
+    (`protoef.training.warmstart`); and the training recipe `DEMO_RECIPE`.
     """
     config = Config(profile="demo")
     # 300 TRAIN videos as before, but 120 VAL and 180 TEST: evaluation is cheap and 50 TEST

@@ -8,7 +8,7 @@ visible (README, "Is the model interpretable?"):
 - `similarity_gap`: mean s inside the label window (|l_j − y| ≤ Δl) minus outside it;
   about 0 for a collapsed model.
 - `attention_summary`: mean top-1 β, mean β entropy (nats; ln P for a flat β) and the
-  sparsity of SPEC §6 (prototypes covering 80 % of the β mass).
+  sparsity of docs/method.md §6 (prototypes covering 80 % of the β mass).
 - `top1_label_error`: how far the label of the top-β prototype is from the true EF
   (median, and the share within ±10 EF points): does the explanation point at the answer?
 - `far_pair_angle_degrees`: mean angle between prototypes whose labels are > Δl apart,
@@ -31,7 +31,8 @@ from torch import Tensor
 from .metrics import EF_GROUPS, sparsity
 
 __all__ = [
-    "similarity_gap", "attention_summary", "top1_label_error", "far_pair_angle_degrees",
+    "similarity_gap", "attention_summary", "top1_label_error", "pairwise_angles", "far_near_angles",
+    "far_pair_angle_degrees", "top_prototypes",
     "ef_range_summary", "interpretability_summary", "loss_gradient_norms", "TOP1_WINDOW",
 ]
 
@@ -71,20 +72,45 @@ def top1_label_error(weights, labels, targets, window: float = TOP1_WINDOW) -> d
             "top1_label_within_10": float((error <= window).mean())}
 
 
-def far_pair_angle_degrees(prototypes, labels, delta: float) -> float:
-    """Mean angle (degrees) over prototype pairs j < k with |l_j − l_k| > delta; NaN if none.
-
-    The angle is 2·atan2(|u − v|, |u + v|) of the unit vectors, exact near 0° and 180°
-    where arccos(u·v) loses digits."""
-    p, l = _numpy(prototypes), _numpy(labels)
+def pairwise_angles(prototypes) -> np.ndarray:
+    """(P, P) angles in degrees between prototype vectors: 2·atan2(|u − v|, |u + v|) of the
+    unit vectors, exact near 0° and 180° where arccos(u·v) loses digits. The one angle
+    function of the package (PAS diagnostics, angle matrices, the embedding's label order)."""
+    p = _numpy(prototypes)
     unit = p / np.maximum(np.linalg.norm(p, axis=1, keepdims=True), 1e-12)
+    difference = np.linalg.norm(unit[:, None] - unit[None], axis=-1)
+    total = np.linalg.norm(unit[:, None] + unit[None], axis=-1)
+    return np.degrees(2 * np.arctan2(difference, total))
+
+
+def far_near_angles(prototypes, labels, delta: float) -> tuple[float, float]:
+    """Mean angle (degrees) over pairs j < k with |l_j − l_k| > Δl ("far", what PAS pushes
+    apart) and with |l_j − l_k| ≤ Δl ("near"); NaN for an empty group."""
+    angles, l = pairwise_angles(prototypes), _numpy(labels)
     j, k = np.triu_indices(len(l), k=1)
     far = np.abs(l[j] - l[k]) > delta
-    if not far.any():
-        return math.nan
-    u, v = unit[j[far]], unit[k[far]]
-    angles = 2 * np.arctan2(np.linalg.norm(u - v, axis=1), np.linalg.norm(u + v, axis=1))
-    return float(np.degrees(angles).mean())
+    values = angles[j, k]
+    return (float(values[far].mean()) if far.any() else math.nan,
+            float(values[~far].mean()) if (~far).any() else math.nan)
+
+
+def far_pair_angle_degrees(prototypes, labels, delta: float) -> float:
+    """Mean angle (degrees) over prototype pairs j < k with |l_j − l_k| > delta; NaN if none."""
+    return far_near_angles(prototypes, labels, delta)[0]
+
+
+def top_prototypes(weights, labels, top: int = 3) -> dict[str, np.ndarray]:
+    """Per video (rows of β (N, P)), the `top` prototypes by β: columns ``top{r}_prototype``,
+    ``top{r}_label`` and ``top{r}_beta`` for r = 1..top (ties: the lower index first)."""
+    beta, l = _numpy(weights), _numpy(labels)
+    order = np.argsort(-beta, axis=1, kind="stable")[:, :top]  # (N, top)
+    columns = {}
+    for rank in range(order.shape[1]):
+        index = order[:, rank]
+        columns[f"top{rank + 1}_prototype"] = index
+        columns[f"top{rank + 1}_label"] = l[index]
+        columns[f"top{rank + 1}_beta"] = beta[np.arange(len(beta)), index]
+    return columns
 
 
 def ef_range_summary(targets, predictions, weights) -> dict[str, float]:

@@ -1,4 +1,4 @@
-"""ProtoEFNet's loss terms (SPEC §3), as plain functions plus one weighting module.
+"""ProtoEFNet's loss terms (docs/method.md §3), as plain functions plus one weighting module.
 
     L = 0.1 L_MSE + 10 L_clst + 30 L_PSD + 0.1 L_PAS + 1e-4 L_occ   (+ optional terms, weight 0)
 
@@ -6,7 +6,7 @@ The optional terms include this project's remedies against the collapse of every
 similarity towards 1 (separation, soft_label, the label-aware PSD); they are off in the
 paper's recipe.
 
-Each function reproduces the reduction the SPEC states (which is the official code's),
+Each function reproduces the reduction docs/method.md §3 states (which is the official code's),
 including its quirks: masked-out similarities count as 0 in the cluster top-k, and the PAS
 inner mean divides by P, not by the number of valid pairs. Gradients stay finite at the
 degenerate points training can reach (identical prototypes, zero feature vectors).

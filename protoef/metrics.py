@@ -1,4 +1,4 @@
-"""Evaluation metrics (SPEC §6): regression and screening scores, prototype sparsity and
+"""Evaluation metrics (docs/method.md §6): regression and screening scores, prototype sparsity and
 diversity, and bootstrap confidence intervals.
 
 Everything takes array-likes (numpy arrays, lists or tensors) of per-video EF values in
@@ -70,7 +70,7 @@ SINGLE_METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
 
 
 def regression_metrics(y_true, y_pred) -> dict[str, float]:
-    """All per-video metrics of SPEC §6: mae, rmse, r2, f1_40 (the paper's F1), f1_50,
+    """All per-video metrics of docs/method.md §6: mae, rmse, r2, f1_40 (the paper's F1), f1_50,
     auroc_35/40/45/50, mae_lt40, mae_40_50, mae_ge50, and n."""
     y_true, y_pred = _as_numpy(y_true).ravel(), _as_numpy(y_pred).ravel()
     if y_true.shape != y_pred.shape or y_true.size == 0:

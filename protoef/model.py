@@ -1,4 +1,4 @@
-"""ProtoEFNet and its black-box counterpart (SPEC §2).
+"""ProtoEFNet and its black-box counterpart (docs/method.md §2).
 
 ProtoEFNet turns an echo clip into an ejection fraction through learned prototypes:
 
@@ -14,6 +14,7 @@ The backbones are torchvision's own building blocks; nothing here re-implements 
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 from collections import OrderedDict
@@ -32,14 +33,6 @@ TRUNCATED_STAGES = ("stem", "layer1", "layer2", "layer3")
 KINETICS400_URL = R2Plus1D_18_Weights.KINETICS400_V1.url  # .../r2plus1d_18-91a641e6.pth
 EF_BIAS = 55.6  # EchoNet-Dynamic's initial bias of the black-box regressor (mean training EF)
 
-# SPEC §4: per-group learning rate and weight decay, used as defaults by parameter_groups().
-DEFAULT_OPTIMISATION = {
-    "backbone": (1e-4, 1e-3),
-    "feature_module": (1e-4, 1e-3),
-    "occurrence_module": (1e-4, 1e-3),
-    "prototypes": (3e-3, 0.0),
-    "head": (1e-4, 0.0),
-}
 
 
 # --------------------------------------------------------------------------- backbones
@@ -179,7 +172,7 @@ def _init_conv_head(module: nn.Sequential) -> None:
 
 
 class ProtoEFNet(nn.Module):
-    """Prototype-based EF regressor (SPEC §2). See the module docstring for the data flow."""
+    """Prototype-based EF regressor (docs/method.md §2). See the module docstring for the data flow."""
 
     def __init__(self, *, num_prototypes: int = 40, prototype_dim: int = 256, tau: float = 0.2,
                  backbone: str = "r2plus1d_18", weights: str | os.PathLike | None = None,
@@ -253,7 +246,8 @@ class ProtoEFNet(nn.Module):
 
     def parameter_groups(self) -> list[dict]:
         """Optimiser parameter groups named backbone, feature_module, occurrence_module,
-        prototypes, head; each carries SPEC §4's lr and weight_decay (override freely)."""
+        prototypes, head; their learning rates come from the config
+        (`protoef.training.build.build_optimizer`, docs/method.md §4)."""
         params = {
             "backbone": list(self.backbone.parameters()),
             "feature_module": list(self.feature_module.parameters()),
@@ -261,14 +255,13 @@ class ProtoEFNet(nn.Module):
             "prototypes": [self.prototypes],
             "head": [self.theta],
         }
-        return [{"name": name, "params": group, "lr": DEFAULT_OPTIMISATION[name][0],
-                 "weight_decay": DEFAULT_OPTIMISATION[name][1]} for name, group in params.items()]
+        return [{"name": name, "params": group} for name, group in params.items()]
 
 
 # --------------------------------------------------------------------------- black box
 
 class BlackBoxRegressor(nn.Module):
-    """EchoNet-Dynamic's baseline: the full R(2+1)D with a single-output fc (SPEC §2)."""
+    """EchoNet-Dynamic's baseline: the full R(2+1)D with a single-output fc (docs/method.md §2)."""
 
     def __init__(self, *, backbone: str = "r2plus1d_18", weights: str | os.PathLike | None = None,
                  ef_bias: float = EF_BIAS) -> None:
@@ -287,12 +280,26 @@ class BlackBoxRegressor(nn.Module):
         return self.network(video).squeeze(1)  # (N,)
 
 
-def num_parameters(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside a DistributedDataParallel and/or torch.compile wrapper."""
+    model = model.module if hasattr(model, "module") else model
+    return getattr(model, "_orig_mod", model)
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module):
+    """Run a block in eval mode (BatchNorm statistics frozen, no dropout) and give the
+    model back in the mode it had: explanations must not change a model that trains."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
 
 
 __all__ = [
-    "BACKBONES", "BlackBoxRegressor", "DEFAULT_OPTIMISATION", "KINETICS400_URL", "ProtoEFNet",
+    "BACKBONES", "BlackBoxRegressor", "KINETICS400_URL", "ProtoEFNet",
     "ProtoEFOutput", "build_backbone", "cosine_similarity", "load_torchvision_weights",
-    "num_parameters", "pool_features", "video_resnet",
+    "pool_features", "unwrap", "eval_mode", "video_resnet",
 ]

@@ -24,13 +24,14 @@ except ModuleNotFoundError:  # Python 3.10
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
-from protoef import companion, runs
+from protoef.companion import notebook
+from protoef.training import runs
 from protoef.__main__ import main as cli
 from protoef.config import resolve
 from protoef.data import DataError, EchoNet
-from protoef.train import data_root, fit
+from protoef.training.build import data_root
+from protoef.training.lifecycle import fit
 from tests.test_echonet import frame_levels, index_video, rectangle_tracing, tracing_rows, write_avi
 from tests.test_train import cache, smoke  # noqa: F401  (the module-scoped cache fixture and the smoke config)
 
@@ -68,7 +69,7 @@ def interrupted_run(finished_run, tmp_path) -> pathlib.Path:
 
 HOLD_LOCK = """
 import sys, time
-from protoef.runs import run_lock
+from protoef.training.runs import run_lock
 with run_lock(sys.argv[1]):
     print("locked", flush=True)
     time.sleep(120)
@@ -94,16 +95,16 @@ def test_a_second_writer_of_a_run_is_refused_naming_the_holder(cache, tmp_path, 
 
 
 def test_ensure_run_matches_the_resolved_config(finished_run, tmp_path, monkeypatch):
-    monkeypatch.setattr(companion, "REPO", tmp_path)
-    run = companion.run_dir("smoke", "protoefnet")
+    monkeypatch.setattr(notebook, "REPO", tmp_path)
+    run = notebook.run_dir("smoke", "protoefnet")
     shutil.copytree(finished_run[0], run)
-    assert companion.ensure_run("smoke", "protoefnet") == run  # same config: reused, nothing trained
+    assert notebook.ensure_run("smoke", "protoefnet") == run  # same config: reused, nothing trained
     with pytest.raises(ValueError, match=r"holds a run of another config: model\.tau \(run: 0\.2, requested: 0\.5\)\. "):
-        companion.ensure_run("smoke", "protoefnet", {"model.tau": 0.5})
+        notebook.ensure_run("smoke", "protoefnet", {"model.tau": 0.5})
     # An interrupted run of another config is not resumed either.
     (run / "metrics.json").unlink()
     with pytest.raises(ValueError, match=r"another config: loss\.delta \(run: 5\.0, requested: 2\.5\)"):
-        companion.ensure_run("smoke", "protoefnet", {"loss.delta": 2.5})
+        notebook.ensure_run("smoke", "protoefnet", {"loss.delta": 2.5})
 
 
 def test_resume_refuses_other_overrides_and_applies_runtime_ones(cache, finished_run, interrupted_run, capsys):
@@ -348,7 +349,7 @@ def test_paper_profile_without_echonet_is_refused(tmp_path, monkeypatch, capsys)
 
 
 def test_resume_of_nothing_says_it_starts_afresh(cache, tmp_path, monkeypatch, capsys):
-    import protoef.train as train
+    import protoef.training.lifecycle as train
 
     class Built(Exception):
         pass

@@ -13,11 +13,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from matplotlib.figure import Figure
 from PIL import Image
 from torch import nn
 
-from protoef import embeddings, explain, localization
+from protoef.analysis import embeddings, explain, localization, plots
 from protoef.data import EchoNet
 from protoef.model import BlackBoxRegressor, ProtoEFNet
 
@@ -242,7 +241,9 @@ def test_explain_video_is_consistent_with_the_model(root, model, run_dir):
     data = dataset(root)
     explanation = explain.explain_video(model, data, 0, top=3)
     betas = [entry["beta"] for entry in explanation["top"]]
-    assert betas == sorted(betas, reverse=True) and sum(betas) <= 1 + 1e-9
+    # the top entries are the three largest of all P weights, in order, and β sums to 1 over P
+    np.testing.assert_allclose(betas, np.sort(explanation["weights"])[::-1][:3], rtol=1e-6)
+    assert explanation["weights"].sum() == pytest.approx(1.0, abs=1e-6)
     assert explanation["prediction"] == pytest.approx(float(explanation["weights"] @ explanation["labels"]), abs=1e-4)
     with torch.no_grad():
         output = model(data[0]["video"][None])  # the data set's deterministic clip
@@ -254,7 +255,13 @@ def test_explain_video_is_consistent_with_the_model(root, model, run_dir):
     assert batched["prediction"] == pytest.approx(explanation["prediction"], abs=1e-4) and len(batched["top"]) == 2
     for source in (data, root, None):
         figure = explain.plot_local_explanation(explanation, run_dir, source=source, frames=3)
-        assert isinstance(figure, Figure)
+        rows = figure.subfigs  # one row per top prototype, each an input strip and a source strip
+        assert len(rows) == 2 * 3
+        titles = [subfigure.get_suptitle() for subfigure in rows]
+        for rank, entry in enumerate(explanation["top"]):
+            assert titles[2 * rank].startswith(f"input · prototype {entry['prototype']} · β {entry['beta']:.2f}")
+            assert titles[2 * rank + 1].startswith(f"prototype {entry['prototype']} · EF label {entry['label']:.1f}%")
+        assert f"predicted EF {explanation['prediction']:.1f}%" in figure.get_suptitle()
     figure.savefig(run_dir / "local.png")
     assert (run_dir / "local.png").stat().st_size > 0
 
@@ -300,7 +307,11 @@ def test_pooled_features_and_embedding(root, model):
     table = embeddings.embed_with_prototypes(pooled, model.prototypes, model.prototype_labels, method="tsne")
     assert len(table) == 3 + 4 and list(table["kind"]).count("prototype") == 4
     assert np.isfinite(table[["x", "y"]].to_numpy()).all()
-    assert isinstance(explain.plots.embedding_scatter(table), Figure)
+    figure = plots.embedding_scatter(table)
+    drawn = np.concatenate([collection.get_offsets() for collection in figure.axes[0].collections])
+    expected = table[["x", "y"]].to_numpy(np.float64)
+    order = lambda points: points[np.lexsort(points.T[::-1])]  # noqa: E731 - sort rows by x, then y
+    np.testing.assert_allclose(order(np.asarray(drawn, np.float64)), order(expected), rtol=1e-5)
     assert embeddings.embed(np.eye(2), method="tsne").shape == (2, 2)
 
 

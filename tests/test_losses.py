@@ -1,4 +1,4 @@
-"""Loss terms against hand computations and independent float64 numpy formulas (SPEC §3)."""
+"""Loss terms against hand computations and independent float64 numpy formulas (docs/method.md §3)."""
 import math
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""Metrics against hand computations and sklearn/numpy on known arrays (SPEC §6)."""
+"""Metrics against hand computations and sklearn/numpy on known arrays (docs/method.md §6)."""
 import math
 
 import numpy as np

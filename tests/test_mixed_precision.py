@@ -21,8 +21,9 @@ from torch.utils.data import DataLoader
 
 from protoef.config import resolve
 from protoef.data import synthetic
-from protoef.push import push_prototypes
-from protoef.train import RunContext, build_loss, build_model, evaluate, feature_size, split_dataset, train_epoch
+from protoef.training.build import RunContext, build_loss, build_model, feature_size, split_dataset
+from protoef.training.loops import evaluate, train_epoch
+from protoef.training.push import push_prototypes
 
 SIMILARITY_TOL = 5e-3
 EF_TOL = 0.25

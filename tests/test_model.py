@@ -53,7 +53,11 @@ def test_other_clip_sizes_and_features_off_by_default():
     assert out.occurrence_maps.shape == (2, 6, 4, 8, 6)
     assert out.features is None
     rebuilt = ProtoEFNet(**model.config)
-    assert rebuilt.load_state_dict(model.state_dict()) is not None  # same architecture, strict
+    loaded = rebuilt.load_state_dict(model.state_dict())  # strict: a key that does not fit raises
+    assert not loaded.missing_keys and not loaded.unexpected_keys
+    video = torch.randn(1, 3, 16, 64, 48)
+    with torch.no_grad():  # the same architecture with the same weights computes the same EF
+        torch.testing.assert_close(rebuilt.eval()(video).ef, model(video).ef)
 
 
 def test_unknown_backbone_and_weights_for_small_backbone():

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from protoef.model import ProtoEFOutput
-from protoef.push import push_prototypes
+from protoef.training.push import push_prototypes
 
 
 class HandModel(torch.nn.Module):

@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 
 from protoef.config import DEMO_RECIPE, PAPER_RECIPE, REMEDIES, resolve
-from protoef.recipes import gradient_shares, recipes_for
+from protoef.companion.studies import recipes_for
+from protoef.companion.tables import gradient_shares
 
 
 def test_paper_recipe_on_the_demo_has_the_paper_profiles_losses_and_rates():

@@ -1,4 +1,4 @@
-"""protoef.studies: expected values are worked out by hand (angles of constructed vectors,
+"""protoef.companion (studies, tables, figures): expected values are worked out by hand (angles of constructed vectors,
 means and sample stds of hand-made metric rows), never by the code under test."""
 from __future__ import annotations
 
@@ -8,58 +8,64 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from matplotlib.figure import Figure
 
-from protoef import studies
+from protoef.companion import figures, studies, tables
+from protoef.companion import notebook
+from protoef.diagnostics import far_near_angles, pairwise_angles
 
 
-# --------------------------------------------------------------------------- smoke shrinking
+# --------------------------------------------------------------------------- budgets per profile
 
-def test_shrink_for_smoke_replaces_grid_and_overrides_only_in_smoke():
-    limits = {"seeds": [0], "optim.epochs": 1}
-    overrides = {"optim.epochs": 12, "model.tau": 0.5}
-    assert studies.shrink_for_smoke("smoke", limits, overrides, seeds=[0, 1, 2]) == (
-        {"optim.epochs": 1, "model.tau": 0.5}, [0])
-    assert studies.shrink_for_smoke("demo", limits, overrides, seeds=[0, 1, 2]) == (overrides, [0, 1, 2])
-    # grid names missing from the limits keep their values; order of the grid is kept
-    assert studies.shrink_for_smoke("smoke", {"deltas": [5.0]}, {}, taus=[0.1, 0.2], deltas=[1, 2]) == (
-        {}, [0.1, 0.2], [5.0])
-    assert overrides == {"optim.epochs": 12, "model.tau": 0.5}  # the caller's dict is not modified
+def test_study_budgets_belong_to_the_profile():
+    # The paper profile runs every study at the paper's own budget: no epoch override.
+    paper, demo, smoke = (studies.plan_for(name) for name in ("paper", "demo", "smoke"))
+    assert paper.pas_overrides == {} and paper.sensitivity_overrides == {}
+    assert demo.sensitivity_overrides == {"optim.epochs": 4} and demo.pas_overrides == {}
+    assert smoke.seeds == (0,) and smoke.sensitivity_overrides["optim.epochs"] == 1
+    assert len(paper.taus) * len(paper.deltas) == 20 and len(demo.pas_seeds) == 5
+    with pytest.raises(KeyError, match="no study plan for profile 'laptop'"):
+        studies.plan_for("laptop")
 
 
 # --------------------------------------------------------------------------- angles
 
-def test_angle_matrix_of_hand_made_vectors_is_ordered_by_label():
-    # labels out of order: sorted order is rows 1 (EF 20), 2 (EF 40), 0 (EF 60)
-    vectors = [[0.0, 3.0], [2.0, 0.0], [1.0, 1.0]]
-    angles, labels = studies.angle_matrix(vectors, [60.0, 20.0, 40.0])
-    assert labels.tolist() == [20.0, 40.0, 60.0]
-    expected = np.array([[0, 45, 90], [45, 0, 45], [90, 45, 0]], float)
-    np.testing.assert_allclose(angles, expected, atol=1e-6)
-
-
-def test_angle_matrix_opposite_vectors_and_ties_keep_position():
-    angles, labels = studies.angle_matrix([[1.0, 0.0], [-5.0, 0.0]], [30.0, 30.0])
-    np.testing.assert_allclose(angles, [[0, 180], [180, 0]], atol=1e-6)
-    assert labels.tolist() == [30.0, 30.0]
+def test_pairwise_angles_of_hand_made_vectors():
+    vectors = [[0.0, 3.0], [2.0, 0.0], [1.0, 1.0]]  # 90° apart, and the diagonal 45° from each
+    expected = np.array([[0, 90, 45], [90, 0, 45], [45, 45, 0]], float)
+    np.testing.assert_allclose(pairwise_angles(vectors), expected, atol=1e-6)
+    np.testing.assert_allclose(pairwise_angles([[1.0, 0.0], [-5.0, 0.0]]), [[0, 180], [180, 0]], atol=1e-6)
+    # 1e-7 rad apart: arccos of the dot product would round to 0, the atan2 form keeps it
+    tiny = pairwise_angles([[1.0, 0.0], [math.cos(1e-7), math.sin(1e-7)]])[0, 1]
+    assert tiny == pytest.approx(math.degrees(1e-7), rel=1e-6)
 
 
 def test_far_near_angles_by_hand():
     # labels 10, 12, 30 with Δl = 5: near pair (10,12) at 90°, far pairs (10,30) 45° and (12,30) 45°
     vectors = [[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]
-    far, near = studies.far_near_angles(vectors, [10.0, 12.0, 30.0], 5.0)
+    far, near = far_near_angles(vectors, [10.0, 12.0, 30.0], 5.0)
     assert far == pytest.approx(45.0)
     assert near == pytest.approx(90.0)
-    far, near = studies.far_near_angles(vectors, [10.0, 11.0, 12.0], 5.0)
+    far, near = far_near_angles(vectors, [10.0, 11.0, 12.0], 5.0)
     assert math.isnan(far) and near == pytest.approx((90 + 45 + 45) / 3)
 
 
-def test_angle_figures_build():
-    rng = np.random.default_rng(0)
-    arms = {"PAS": (rng.normal(size=(6, 4)), np.linspace(10, 90, 6)),
-            "no PAS": (rng.normal(size=(6, 4)), np.linspace(10, 90, 6))}
-    assert isinstance(studies.angle_matrix_figure(arms, delta=5.0), Figure)
-    assert isinstance(studies.label_gap_angle_figure(*arms["PAS"], title="x"), Figure)
+def test_angle_matrix_figure_shows_the_matrix_ordered_by_label():
+    # labels out of order: sorted order is rows 1 (EF 20), 2 (EF 40), 0 (EF 60)
+    vectors = np.array([[0.0, 3.0], [2.0, 0.0], [1.0, 1.0]])
+    figure = figures.angle_matrix_figure({"PAS": (vectors, [60.0, 20.0, 40.0])}, delta=5.0)
+    shown = np.asarray(figure.axes[0].images[0].get_array())
+    np.testing.assert_allclose(shown, [[0, 45, 90], [45, 0, 45], [90, 45, 0]], atol=1e-6)
+    assert [tick.get_text() for tick in figure.axes[0].get_xticklabels()] == ["20", "40", "60"]
+    # all three pairs are > 5 apart: far mean (45 + 90 + 45) / 3 = 60°, no near pair
+    assert "|Δl|>5: 60.0°" in figure.axes[0].get_title()
+
+
+def test_label_gap_angle_figure_plots_every_pair():
+    vectors = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    figure = figures.label_gap_angle_figure(vectors, [10.0, 12.0, 30.0], title="x")
+    points = figure.axes[0].collections[0].get_offsets()
+    assert sorted(map(tuple, np.round(points, 6))) == [(2.0, 90.0), (18.0, 45.0), (20.0, 45.0)]
+    assert "over 3 pairs" in figure.axes[0].get_title()
 
 
 # --------------------------------------------------------------------------- aggregation
@@ -71,7 +77,7 @@ def test_mean_std_of_hand_made_metric_rows():
         {"arm": "PAS", "seed": 2, "mae": 8.0, "f1_40": float("nan")},
         {"arm": "no PAS", "seed": 0, "mae": 5.0, "f1_40": 0.4},
     ])
-    summary = studies.mean_std(table, "arm", ["mae", "f1_40"])
+    summary = tables.mean_std(table, "arm", ["mae", "f1_40"])
     assert list(summary.index) == ["PAS", "no PAS"]  # first-seen order
     assert summary.loc["PAS", ("mae", "mean")] == pytest.approx(6.0)
     assert summary.loc["PAS", ("mae", "std")] == pytest.approx(2.0)  # sample std of 4, 6, 8
@@ -79,7 +85,7 @@ def test_mean_std_of_hand_made_metric_rows():
     assert summary.loc["PAS", ("f1_40", "std")] == pytest.approx(math.sqrt(0.02))
     assert summary.loc["PAS", ("n", "")] == 3
     assert math.isnan(summary.loc["no PAS", ("mae", "std")])
-    text = studies.format_mean_std(summary, digits=1)
+    text = tables.format_mean_std(summary, digits=1)
     assert text.loc["PAS", "mae"] == "6.0 ± 2.0"
     assert text.loc["no PAS", "mae"] == "5.0"
     assert text.loc["PAS", "n"] == 3
@@ -87,9 +93,9 @@ def test_mean_std_of_hand_made_metric_rows():
 
 def test_pick_by_quantile():
     efs = [55.0, 20.0, 70.0, 40.0, 62.0]
-    picks = studies.pick_by_quantile(efs, {"low": 0.0, "mid": 0.5, "high": 1.0})
+    picks = tables.pick_by_quantile(efs, {"low": 0.0, "mid": 0.5, "high": 1.0})
     assert picks == {"low": 1, "mid": 0, "high": 2}
-    assert studies.pick_by_quantile(efs, {"q": 0.25}) == {"q": 3}
+    assert tables.pick_by_quantile(efs, {"q": 0.25}) == {"q": 3}
 
 
 # --------------------------------------------------------------------------- localisation tables
@@ -104,7 +110,7 @@ def iou_rows():
 
 
 def test_iou_summary_and_chance():
-    summary = studies.iou_summary(iou_rows())
+    summary = tables.iou_summary(iou_rows())
     assert summary.loc[("occurrence", "ED"), "mean"] == pytest.approx(0.4)
     assert summary.loc[("occurrence", "ES"), "count"] == 2
     assert summary.loc[("gradcam", "ES"), "mean"] == pytest.approx(0.3)
@@ -113,7 +119,7 @@ def test_iou_summary_and_chance():
 
 
 def test_iou_per_prototype_sorted_by_label():
-    table = studies.iou_per_prototype(iou_rows(), labels=[70.0, 30.0])
+    table = tables.iou_per_prototype(iou_rows(), labels=[70.0, 30.0])
     assert list(table.index) == [1, 0]
     assert table.loc[0, "ED"] == pytest.approx(0.2) and table.loc[0, "ES"] == pytest.approx(0.4)
     assert table.loc[1, "all"] == pytest.approx(0.7)
@@ -122,23 +128,28 @@ def test_iou_per_prototype_sorted_by_label():
 
 # --------------------------------------------------------------------------- sweeps
 
-def test_sweep_heatmaps_builds_with_missing_cells():
-    table = pd.DataFrame({"tau": [0.1, 0.1, 0.5], "delta": [2.5, 5.0, 5.0], "mae": [4.0, 5.0, 6.0],
-                          "f1_40": [0.5, 0.4, 0.3], "sparsity": [3.0, 4.0, 5.0], "diversity": [8, 9, 10]})
-    assert isinstance(studies.sweep_heatmaps(table), Figure)
+def test_sweep_heatmaps_annotate_the_grid_and_leave_missing_cells_empty():
+    table = pd.DataFrame({"tau": [0.1, 0.1, 0.5, 0.1], "delta": [2.5, 5.0, 5.0, 2.5], "mae": [4.0, 5.0, 6.0, 5.0],
+                          "f1_40": [0.5, 0.4, 0.3, 0.5], "sparsity": [3.0, 4.0, 5.0, 3.0], "diversity": [8, 9, 10, 8]})
+    figure = figures.sweep_heatmaps(table)
+    mae = figure.axes[0]
+    assert mae.get_title() == "mae"
+    # cells (τ 0.1, Δl 2.5) = mean of 4 and 5; (0.1, 5) = 5; (0.5, 5) = 6; (0.5, 2.5) has no run: no label
+    assert sorted(text.get_text() for text in mae.texts) == ["4.50", "5.00", "6.00"]
+    assert [t.get_text() for t in mae.get_yticklabels()] == ["0.1", "0.5"]
 
 
-def test_ensure_matching_run_refuses_a_run_with_other_settings(tmp_path, monkeypatch):
+def test_ensure_run_refuses_a_run_with_other_settings(tmp_path, monkeypatch):
     run = tmp_path / "runs" / "smoke-pas-seed0"
     run.mkdir(parents=True)
     (run / "metrics.json").write_text("{}")
     # The stored config as fit writes it: the resolved config with the computed mean/std.
-    stored = studies.companion.config_for("smoke", {"seed": 0, "optim.epochs": 12}).to_dict()
+    stored = notebook.config_for("smoke", {"seed": 0, "optim.epochs": 12}).to_dict()
     stored["data"].update(mean=0.1, std=0.2)
     (run / "config.json").write_text(json.dumps(stored))
     for name in ("history.csv", "predictions.csv"):
         (run / name).write_text("a\n1\n")
-    monkeypatch.setattr(studies.companion, "REPO", tmp_path)
-    assert studies.ensure_matching_run("smoke", "pas-seed0", {"seed": 0, "optim.epochs": 12}) == run
+    monkeypatch.setattr(notebook, "REPO", tmp_path)
+    assert notebook.ensure_run("smoke", "pas-seed0", {"seed": 0, "optim.epochs": 12}) == run
     with pytest.raises(ValueError, match=r"another config: optim.epochs \(run: 12, requested: 1\)\. "):
-        studies.ensure_matching_run("smoke", "pas-seed0", {"seed": 0, "optim.epochs": 1})
+        notebook.ensure_run("smoke", "pas-seed0", {"seed": 0, "optim.epochs": 1})

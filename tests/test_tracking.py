@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 from protoef.config import resolve
-from protoef.tracking import TensorBoardLog, scalar_tag
-from protoef.train import fit
+from protoef.training.lifecycle import fit
+from protoef.training.tracking import TensorBoardLog, scalar_tag
 
 
 def test_history_columns_map_to_grouped_tags():

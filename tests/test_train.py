@@ -18,8 +18,9 @@ import torch
 from protoef.__main__ import main as cli
 from protoef.config import resolve
 from protoef.data import EchoNet, read_file_list
-from protoef.runs import CheckpointError, load_checkpoint
-from protoef.train import data_root, fit, load_run_model
+from protoef.training.build import data_root, load_run
+from protoef.training.lifecycle import fit
+from protoef.training.runs import CheckpointError, load_checkpoint
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -81,7 +82,7 @@ def test_push_projects_prototypes_onto_real_training_clips(run_fixture, request,
     # With head epochs, a model left in train mode would update BatchNorm statistics and
     # the prototypes would stop being their source clips' features: the check below catches it.
     run = request.getfixturevalue(run_fixture)
-    model, config = load_run_model(run)
+    model, config, _ = load_run(run)
     table = pd.read_csv(run / "prototypes" / "prototypes.csv")
     files = read_file_list(data_root(config)).set_index("filename")
     assert (files.loc[table["source_filename"], "Split"] == "TRAIN").all()
@@ -113,7 +114,7 @@ def test_run_records_interpretability_diagnostics(finished_run):
     assert metrics["push"]["distinct_sources"] == table["source_filename"].nunique()
     assert metrics["push"]["shared"] == int(table["shared"].sum())
     assert 0 < metrics["initial"]["far_pair_angle"] < 90  # uniform [0, 1) init: every angle is acute
-    files = read_file_list(data_root(load_run_model(finished_run)[1]))
+    files = read_file_list(data_root(load_run(finished_run)[1]))
     train_mean = files.loc[files["Split"] == "TRAIN", "EF"].mean()
     assert metrics["trivial"]["train_mean_ef"] == pytest.approx(train_mean, rel=1e-5)
     assert metrics["trivial"]["test_mae"] == pytest.approx((predictions["ef"] - train_mean).abs().mean(), rel=1e-5)
@@ -137,7 +138,7 @@ def test_same_seed_same_result_and_resume_after_kill_equals_uninterrupted(finish
     assert _metrics(again) == _metrics(finished_run)
     # Kill a training subprocess once its first epoch is checkpointed, then resume.
     killed = tmp_path / "killed"
-    script = (f"from protoef.config import resolve; from protoef.train import fit; "
+    script = (f"from protoef.config import resolve; from protoef.training.lifecycle import fit; "
               f"fit(resolve('smoke', {{'data.cache_dir': {str(cache)!r}}}), {str(killed)!r})")
     process = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
@@ -161,7 +162,7 @@ def test_predict_cli_on_a_synthetic_avi(finished_run, cache, tmp_path):
     video = sorted((root / "Videos").glob("*.avi"))[0]
     assert cli(["predict", str(finished_run), str(video), "--out", str(tmp_path), "--no-figures"]) == 0
     table = pd.read_csv(tmp_path / "predictions.csv")
-    model, _ = load_run_model(finished_run)
+    model, _, _ = load_run(finished_run)
     labels = model.prototype_labels.numpy()
     assert table.loc[0, "filename"] == video.name
     assert labels.min() - 1e-4 <= table.loc[0, "prediction"] <= labels.max() + 1e-4
@@ -171,24 +172,70 @@ def test_predict_cli_on_a_synthetic_avi(finished_run, cache, tmp_path):
     assert cli(["predict", str(finished_run), str(bad), "--out", str(tmp_path / "bad"), "--no-figures"]) == 1
 
 
+def test_predict_cli_draws_one_explanation_per_video(finished_run, cache, tmp_path):
+    from PIL import Image
+
+    root = data_root(smoke(cache))
+    videos = sorted((root / "Videos").glob("*.avi"))[:2]
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    for video in videos:
+        shutil.copy(video, folder / video.name)
+    assert cli(["predict", str(finished_run), str(folder), "--out", str(tmp_path / "out")]) == 0
+    table = pd.read_csv(tmp_path / "out" / "predictions.csv")
+    assert sorted(table["filename"]) == [video.name for video in videos]
+    for video in videos:
+        with Image.open(tmp_path / "out" / f"{video.stem}.png") as image:  # a real PNG, not an empty file
+            assert image.format == "PNG" and image.size[0] > 200 and image.size[1] > 100
+
+
+def test_evaluate_cli_reproduces_the_runs_own_test_metrics(finished_run, capsys):
+    # An independent path to the same numbers: the CLI builds its own TEST set and loader
+    # (batch 1) from the stored config; the run evaluated in batches during `fit`.
+    capsys.readouterr()
+    assert cli(["evaluate", str(finished_run), "--split", "TEST"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    stored = json.loads((finished_run / "metrics.json").read_text())["test"]["post_push"]
+    assert printed["checkpoint"].endswith("final.pt (final, after the push)")
+    for key in ("mae", "rmse", "r2", "sparsity", "similarity_gap", "top1_label_within_10"):
+        assert printed[key] == pytest.approx(stored[key], abs=1e-3), key
+
+
+def test_check_data_cli_counts_every_split_and_names_skipped_videos(cache, tmp_path, capsys):
+    root = tmp_path / "data"
+    shutil.copytree(data_root(smoke(cache)), root)
+    files = read_file_list(root)
+    broken = files.loc[files["Split"] == "VAL", "filename"].iloc[0]
+    (root / "Videos" / broken).write_bytes(b"not a video")
+    capsys.readouterr()
+    assert cli(["check-data", str(root)]) == 0
+    report = capsys.readouterr().out
+    for split in ("TRAIN", "VAL", "TEST"):
+        expected = int((files["Split"] == split).sum()) - (split == "VAL")
+        assert f"{split:5s}: {expected:5d} videos" in report, report
+    assert f"skipped {broken}:" in report
+    assert cli(["check-data", str(root), "--fail-on-skip"]) == 1
+
+
 def test_initial_weights_depend_on_the_seed_alone(cache, tmp_path, monkeypatch):
     # A data-side change that draws more random numbers (here: feature_size) must not
     # change the model a run starts from.
-    import protoef.train as train
+    import protoef.training.build as build
+    import protoef.training.lifecycle as train
 
     class Built(Exception):
         pass
 
-    initial, build, size = [], train.build_model, train.feature_size
+    initial, build_model, size = [], train.build_model, build.feature_size
 
     def capture(config, **options):
-        initial.append(torch.cat([p.detach().flatten() for p in build(config, **options).parameters()]))
+        initial.append(torch.cat([p.detach().flatten() for p in build_model(config, **options).parameters()]))
         raise Built
 
     monkeypatch.setattr(train, "build_model", capture)
     with pytest.raises(Built):
         fit(smoke(cache), tmp_path / "plain")
-    monkeypatch.setattr(train, "feature_size", lambda config: (torch.rand(1000), size(config))[1])
+    monkeypatch.setattr(build, "feature_size", lambda config: (torch.rand(1000), size(config))[1])
     with pytest.raises(Built):
         fit(smoke(cache), tmp_path / "more-randomness")
     assert torch.equal(initial[0], initial[1])
@@ -210,7 +257,7 @@ def test_broken_checkpoints_give_clear_errors(finished_run, tmp_path, capsys):
     truncated = tmp_path / "truncated.pt"
     truncated.write_bytes(final.read_bytes()[: final.stat().st_size // 2])
     with pytest.raises(CheckpointError, match="truncated.pt: not a readable checkpoint"):
-        load_run_model(truncated)
+        load_run(truncated)
     assert cli(["predict", str(truncated), str(tmp_path)]) == 2
     assert "not a readable checkpoint" in capsys.readouterr().err
     # Right file, wrong architecture: the config says P=10, the weights have another P.
@@ -219,7 +266,7 @@ def test_broken_checkpoints_give_clear_errors(finished_run, tmp_path, capsys):
     other = tmp_path / "other.pt"
     torch.save(state, other)
     with pytest.raises(CheckpointError, match="do not fit"):
-        load_run_model(other)
+        load_run(other)
 
 
 def test_black_box_baseline_runs_through_the_same_pipeline(cache, tmp_path):
@@ -230,7 +277,7 @@ def test_black_box_baseline_runs_through_the_same_pipeline(cache, tmp_path):
     assert list(predictions.columns) == ["filename", "ef", "prediction"]
     expected_rmse = np.sqrt(((predictions["prediction"] - predictions["ef"]) ** 2).mean())
     assert metrics["test"]["final"]["rmse"] == pytest.approx(expected_rmse, rel=1e-5)
-    model, config = load_run_model(out)
+    model, config, _ = load_run(out)
     assert config.model.kind == "blackbox" and not (out / "prototypes").exists()
 
 

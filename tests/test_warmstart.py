@@ -1,15 +1,15 @@
 """The synthetic warm start (the demo's stand-in for Kinetics-400): a disjoint corpus, one
 cached pretraining run, and the same pretrained layers in ProtoEFNet and the black box."""
-import pathlib
 
 import pytest
 import torch
 
 from protoef.config import resolve
 from protoef.data import read_file_list
-from protoef.runs import load_checkpoint
-from protoef.train import build_model, data_root, ensure_warm_start
-from protoef.warmstart import CORPUS_SEED, warm_start_config, warm_start_dir
+from protoef.training.build import build_model, data_root
+from protoef.training.lifecycle import ensure_warm_start
+from protoef.training.runs import load_checkpoint
+from protoef.training.warmstart import CORPUS_SEED, warm_start_config, warm_start_dir
 
 
 @pytest.fixture(scope="module")

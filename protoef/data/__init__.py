@@ -1,6 +1,6 @@
 """Files → tensors: the EchoNet-Dynamic data layer and its synthetic stand-in."""
+from .filelist import DataError, read_file_list, read_volume_tracings
 from .echonet import (
-    DataError,
     EchoNet,
     clip_starts,
     collate_clips,
@@ -8,8 +8,6 @@ from .echonet import (
     gather_clips,
     normalise_clips,
     oversampling_sampler,
-    read_file_list,
-    read_volume_tracings,
 )
 from .tracings import background_mask, disc_volume, ejection_fraction, trace_mask
 from .video import TruncatedVideoError, VideoCache, VideoReadError, probe_video, read_video

@@ -1,6 +1,6 @@
 """The EchoNet-Dynamic data set: ``FileList.csv`` + ``VolumeTracings.csv`` + ``Videos/*.avi``.
 
-Clip semantics (SPEC §5). A clip is ``clip_length`` frames taken every ``period`` frames,
+Clip semantics (docs/method.md §5). A clip is ``clip_length`` frames taken every ``period`` frames,
 so it spans ``clip_length·period`` frames of the video.
 
 - ``clips="random"``: one clip with a uniformly random start (training);
@@ -24,18 +24,15 @@ import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
-import pandas as pd
 import torch
 from torch.utils.data import Dataset, WeightedRandomSampler
 
+from .filelist import SPLITS, DataError, read_file_list, read_volume_tracings
 from .tracings import background_mask, trace_mask
 from .video import TruncatedVideoError, VideoCache, VideoReadError, probe_video, read_frames, read_video
 
 __all__ = [
     "EchoNet",
-    "DataError",
-    "read_file_list",
-    "read_volume_tracings",
     "clip_starts",
     "compute_mean_std",
     "gather_clips",
@@ -45,65 +42,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-SPLITS = ("TRAIN", "VAL", "TEST")
-
-
-class DataError(ValueError):
-    """A data-set file that cannot be used; the message names the file and the fix."""
-
-
-def _read_csv(path: pathlib.Path, required: set[str]) -> pd.DataFrame:
-    if not path.is_file():
-        raise DataError(
-            f"{path}: not found. An EchoNet-Dynamic root holds FileList.csv, "
-            "VolumeTracings.csv and Videos/*.avi (see README, 'Data')."
-        )
-    table = pd.read_csv(path, skipinitialspace=True)  # CRLF line endings are handled by pandas
-    table.columns = [str(column).strip() for column in table.columns]
-    missing = required - set(table.columns)
-    if missing:
-        raise DataError(f"{path}: missing column(s) {sorted(missing)}; found {list(table.columns)}")
-    return table
-
-
-def _with_avi(name: str) -> str:
-    name = str(name).strip()
-    return name if name.lower().endswith(".avi") else f"{name}.avi"
-
-
-def read_file_list(root) -> pd.DataFrame:
-    """``FileList.csv`` with a normalised ``filename`` (always ``.avi``), upper-case ``Split``
-    and numeric ``EF`` (NaN where missing or not a number). Extra columns are kept."""
-    table = _read_csv(pathlib.Path(root) / "FileList.csv", {"FileName", "EF", "Split"})
-    table["filename"] = table["FileName"].map(_with_avi)
-    table["Split"] = table["Split"].astype(str).str.strip().str.upper()
-    table["EF"] = pd.to_numeric(table["EF"], errors="coerce")
-    return table
-
-
-def read_volume_tracings(root) -> dict[str, dict[int, np.ndarray]]:
-    """``VolumeTracings.csv`` as {filename.avi: {frame: rows (R, 4) of X1, Y1, X2, Y2}}.
-
-    Row order inside a frame is kept: the first row is the long axis. An absent file gives
-    an empty mapping (masks are then unavailable, which only matters with ``with_masks``).
-    """
-    path = pathlib.Path(root) / "VolumeTracings.csv"
-    if not path.is_file():
-        return {}
-    table = _read_csv(path, {"FileName", "X1", "Y1", "X2", "Y2", "Frame"})
-    table["filename"] = table["FileName"].map(_with_avi)
-    coords = table[["X1", "Y1", "X2", "Y2"]].apply(pd.to_numeric, errors="coerce")
-    frames = pd.to_numeric(table["Frame"], errors="coerce")
-    valid = coords.notna().all(axis=1) & frames.notna()
-    values = coords[valid].to_numpy(np.float64)
-    keys = pd.DataFrame({"filename": table.loc[valid, "filename"].to_numpy(), "frame": frames[valid].astype(int).to_numpy()})
-    tracings: dict[str, dict[int, np.ndarray]] = {}
-    # .indices keeps the file's row order inside each group: the long axis stays first.
-    for (filename, frame), rows in keys.groupby(["filename", "frame"], sort=False).indices.items():
-        tracings.setdefault(filename, {})[int(frame)] = values[rows]
-    return tracings
-
-
 def clip_starts(num_frames: int, span: int, clips, *, generator: torch.Generator | None = None) -> list[int]:
     """Start frames of the clips of a ``num_frames`` video (see the module docstring)."""
     last = max(num_frames - span, 0)  # short videos: one clip at 0, padded
@@ -158,7 +96,7 @@ class EchoNet(Dataset):
     multi-clip modes; ``ef`` (float, percent); ``filename``; ``clip_starts`` (K,) long.
     With ``with_masks``: ``lv_mask`` (H, W) bool, union of ``ed_mask`` and ``es_mask``
     (frame-size bools), ``background`` (``feature_size``) float, the soft occurrence-loss
-    background of SPEC §5, and ``ed_frame`` / ``es_frame`` (ED = the larger traced area).
+    background of docs/method.md §5, and ``ed_frame`` / ``es_frame`` (ED = the larger traced area).
     ``augment`` rotates video and masks by one random angle in ±``rotation_degrees``.
 
     Args:
@@ -239,31 +177,9 @@ class EchoNet(Dataset):
                 candidates.append((filename, float(ef)))
             seen.add(filename)
 
-        def inspect(item):
-            filename, ef = item
-            path = self.root / "Videos" / filename
-            traced = sorted(tracings.get(filename, {}))
-            try:
-                info = probe_video(path, check_end=True) if verify else None
-            except TruncatedVideoError as error:
-                beyond = [frame for frame in traced if frame >= error.decodable]
-                lost = f"; traced frame(s) {beyond} lie beyond the decoded end" if beyond else ""
-                return None, (filename, f"truncated video: the container promises {error.promised} frames, only "
-                                        f"{error.decodable} decode{lost} (a damaged or incompletely copied file)")
-            except VideoReadError as error:
-                return None, (filename, f"unreadable video: {error}")
-            if info is None and not path.is_file():
-                return None, (filename, f"video file missing: {path}")
-            if info is not None and info.num_frames > 0 and traced and traced[-1] >= info.num_frames:
-                beyond = [frame for frame in traced if frame >= info.num_frames]
-                return None, (filename, f"traced frame(s) {beyond} in VolumeTracings.csv lie beyond the video's "
-                                        f"{info.num_frames} frames")
-            height, width = (info.height, info.width) if info else self.size
-            return _Record(filename, path, ef, height, width, tracings.get(filename, {}),
-                           num_frames=info.num_frames if info else None, fps=info.fps if info else None), None
-
         with concurrent.futures.ThreadPoolExecutor(max(1, num_threads)) as pool:
-            results = list(pool.map(inspect, candidates))  # OpenCV releases the GIL
+            results = list(pool.map(functools.partial(self._inspect, tracings=tracings, verify=verify),
+                                    candidates))  # OpenCV releases the GIL
         self.records: list[_Record] = []
         for record, problem in results:
             if problem:
@@ -284,6 +200,30 @@ class EchoNet(Dataset):
         self.mean, self.std = float(mean), float(std)
 
     # -- construction helpers ---------------------------------------------------------
+    def _inspect(self, item, *, tracings: dict, verify: bool):
+        """(record, None) for a usable video, (None, (filename, reason)) for one to skip."""
+        filename, ef = item
+        path = self.root / "Videos" / filename
+        traced = sorted(tracings.get(filename, {}))
+        try:
+            info = probe_video(path, check_end=True) if verify else None
+        except TruncatedVideoError as error:
+            beyond = [frame for frame in traced if frame >= error.decodable]
+            lost = f"; traced frame(s) {beyond} lie beyond the decoded end" if beyond else ""
+            return None, (filename, f"truncated video: the container promises {error.promised} frames, only "
+                                    f"{error.decodable} decode{lost} (a damaged or incompletely copied file)")
+        except VideoReadError as error:
+            return None, (filename, f"unreadable video: {error}")
+        if info is None and not path.is_file():
+            return None, (filename, f"video file missing: {path}")
+        if info is not None and info.num_frames > 0 and traced and traced[-1] >= info.num_frames:
+            beyond = [frame for frame in traced if frame >= info.num_frames]
+            return None, (filename, f"traced frame(s) {beyond} in VolumeTracings.csv lie beyond the video's "
+                                    f"{info.num_frames} frames")
+        height, width = (info.height, info.width) if info else self.size
+        return _Record(filename, path, ef, height, width, tracings.get(filename, {}),
+                       num_frames=info.num_frames if info else None, fps=info.fps if info else None), None
+
     def _skip(self, filename: str, reason: str) -> None:
         if self.strict:
             raise DataError(f"{self.root / 'Videos' / filename}: {reason}")
@@ -447,7 +387,7 @@ def compute_mean_std(root, *, resize=112, samples: int = 128, seed: int = 0) -> 
 
 def oversampling_sampler(efs, *, threshold: float = 50.0, generator: torch.Generator | None = None) -> WeightedRandomSampler:
     """A sampler that balances EF < ``threshold`` and EF ≥ ``threshold`` in expectation
-    (inverse-frequency weights, with replacement, one epoch = len(efs) draws; SPEC §4)."""
+    (inverse-frequency weights, with replacement, one epoch = len(efs) draws; docs/method.md §4)."""
     efs = np.asarray(efs, dtype=np.float64)
     low = efs < threshold
     counts = np.array([(~low).sum(), low.sum()], dtype=np.float64)

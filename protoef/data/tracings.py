@@ -6,7 +6,7 @@ traced frame is a block of rows ``X1, Y1, X2, Y2``: the first row is the LV long
 perpendicular to that axis. These helpers turn one such block into
 
 - a rasterised LV mask (`trace_mask`), the polygon through the chords' first ends
-  followed by their second ends in reverse order (SPEC §5);
+  followed by their second ends in reverse order (docs/method.md §5);
 - a single-plane method-of-discs volume (`disc_volume`) and from two of them an EF.
 
 They are deliberately independent of the video decoder and of the synthetic generator,
@@ -89,7 +89,7 @@ def background_mask(
     blur_size: int = 3,
     blur_sigma: float = 2.0,
 ) -> torch.Tensor:
-    """Soft background for the occurrence loss (SPEC §5), shape ``feature_size`` (H', W').
+    """Soft background for the occurrence loss (docs/method.md §5), shape ``feature_size`` (H', W').
 
     LV mask (frame size, bool) → nearest downsample to (H', W') → dilate the LV with a
     ``dilation``×``dilation`` max-pool → background = 1 − LV → Gaussian blur

@@ -7,13 +7,14 @@ the model's three input channels are restored by a broadcast at the very end.
 from __future__ import annotations
 
 import hashlib
-import os
 import pathlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
+
+from ..files import atomic_path
 
 __all__ = ["VideoReadError", "TruncatedVideoError", "VideoInfo", "count_decodable_frames", "probe_video", "read_video", "read_frames", "VideoCache"]
 
@@ -211,8 +212,6 @@ class VideoCache:
             except (ValueError, OSError):
                 entry.unlink(missing_ok=True)  # unreadable entry: decode again below
         video = read_video(path, size)
-        temporary = entry.with_name(f"{entry.name}.{os.getpid()}.tmp")
-        with open(temporary, "wb") as handle:
+        with atomic_path(entry) as temporary, open(temporary, "wb") as handle:
             np.save(handle, video)
-        os.replace(temporary, entry)
         return video

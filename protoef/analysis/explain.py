@@ -1,4 +1,4 @@
-"""Explanations (SPEC §6): occurrence maps on frames, the prototype gallery and local
+"""Explanations (docs/method.md §6): occurrence maps on frames, the prototype gallery and local
 explanations. Localisation (IoU against LV masks, Grad-CAM) lives in `protoef.localization`,
 embeddings in `protoef.embeddings`.
 
@@ -21,13 +21,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import plots
-from .plots import overlay  # noqa: F401 - part of this module's API
-from .data.echonet import EchoNet, gather_clips, normalise_clips
-from .data.video import read_video
-from .model import ProtoEFNet
+from .plots import overlay
+from ..data.echonet import EchoNet, gather_clips, normalise_clips
+from ..data.video import read_video
+from ..model import ProtoEFNet, eval_mode
 
 __all__ = [
-    "upsample_maps", "take_clip", "clip_frames", "model_input", "overlay", "read_prototypes", "push_dataset",
+    "upsample_maps", "take_clip", "clip_frames", "model_input", "read_prototypes", "push_dataset",
     "save_prototype_gallery", "explain_clip", "explain_video", "plot_local_explanation",
 ]
 log = logging.getLogger(__name__)
@@ -96,8 +96,8 @@ def push_dataset(run_dir, *, data=None) -> EchoNet:
     (a run trained elsewhere); a synthetic set is regenerated if it is missing."""
     import json
 
-    from .config import from_dict
-    from .train import split_dataset
+    from ..config import from_dict
+    from ..training.build import split_dataset
 
     config = from_dict(json.loads((pathlib.Path(run_dir) / "config.json").read_text()))
     if data is not None:
@@ -165,12 +165,8 @@ def explain_clip(model: ProtoEFNet, video: Tensor, *, top: int = 3, frames: np.n
     ``clip_start``, ``period``, ``clip_length`` (frame captions; `period` must be the training
     one, it is also used to cut the prototypes' source clips in `plot_local_explanation`)."""
     video = video[0] if video.dim() == 5 and len(video) == 1 else video
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         output = model(video.unsqueeze(0).to(next(model.parameters()).device))
-    finally:
-        model.train(was_training)
     weights = output.weights[0].double().cpu().numpy()
     similarities = output.similarities[0].double().cpu().numpy()
     labels = model.prototype_labels.double().cpu().numpy()

@@ -9,7 +9,8 @@ Layout of a run directory (see README, "Run directory"):
     predictions.csv     per test video: EF, prediction, top-3 prototypes with labels and β
     test_attention.npz  ProtoEFNet: per test video β and s over all prototypes, with the labels
     checkpoints/        last.pt (resume), best.pt (best validation R²), final.pt (pushed)
-    prototypes/         prototypes.csv + per prototype an .npz (occurrence map) and a PNG strip
+    prototypes/         prototypes.csv + per prototype an .npz (feature, occurrence map, source
+                        clip); `protoef gallery` / notebook 08 draw strips, GIFs and gallery.png here
     .run.lock           held by the one process writing the run (`run_lock`); .run-writer.json names it
 
 Every file is written to a temporary name and renamed into place, so a run killed at any
@@ -35,6 +36,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..files import atomic_path
+
 __all__ = ["CheckpointError", "RunLockedError", "atomic_write_text", "write_json", "write_csv", "write_npz", "save_checkpoint",
            "load_checkpoint", "environment", "run_lock", "flatten", "config_differences", "is_runtime_difference", "read_config", "RUNTIME_KEYS"]
 
@@ -43,19 +46,11 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be read or does not fit the model it is loaded into."""
 
 
-def _temporary(path: pathlib.Path) -> pathlib.Path:
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
-
-
 def atomic_write_text(path, text: str) -> None:
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = _temporary(path)
-    with open(temporary, "w") as handle:
+    with atomic_path(path) as temporary, open(temporary, "w") as handle:
         handle.write(text)
         handle.flush()
         os.fsync(handle.fileno())
-    os.replace(temporary, path)
 
 
 def _plain(value):
@@ -85,20 +80,13 @@ def write_csv(path, table: pd.DataFrame) -> None:
 
 def write_npz(path, **arrays) -> None:
     """`numpy.savez_compressed`, atomically (a killed run never leaves half an archive)."""
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = _temporary(path)
-    with open(temporary, "wb") as handle:  # a handle: numpy would append ".npz" to a temporary name
+    with atomic_path(path) as temporary, open(temporary, "wb") as handle:  # a handle: numpy would append ".npz"
         np.savez_compressed(handle, **arrays)
-    os.replace(temporary, path)
 
 
 def save_checkpoint(path, state: dict) -> None:
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = _temporary(path)
-    torch.save(state, temporary)
-    os.replace(temporary, path)
+    with atomic_path(path) as temporary:
+        torch.save(state, temporary)
 
 
 def load_checkpoint(path, map_location="cpu") -> dict:
@@ -120,7 +108,7 @@ def load_checkpoint(path, map_location="cpu") -> dict:
 
 def _git_commit() -> str | None:
     try:
-        root = pathlib.Path(__file__).resolve().parents[1]
+        root = pathlib.Path(__file__).resolve().parents[2]  # the repository
         result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
         return result.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):

@@ -1,13 +1,15 @@
 """What the paper-companion notebooks share: the profile switch, where runs and figures
 live, and "train this run unless it is already there".
 
+    profile, figures = notebook.setup(profile)     # the first line of every notebook
+
 Profile switch. Every notebook's ``parameters`` cell reads ``PROTOEF_PROFILE`` (default
 ``demo``): ``./run_all.sh --profile P`` passes the profile to papermill explicitly, and the
 notebook tests (``pytest notebooks/``, nbval) set ``PROTOEF_PROFILE=smoke`` in
 ``notebooks/conftest.py``, so CI runs every notebook as stored, in seconds.
 
 Locations (all under the repository, none hard-coded elsewhere):
-- runs: ``runs/<profile>-<name>/`` (layout: `protoef.runs`); a finished run (its
+- runs: ``runs/<profile>-<name>/`` (layout: `protoef.training.runs`); a finished run (its
   ``metrics.json`` exists) is reused, an interrupted one resumed, a missing one trained,
   and a run whose stored config differs from the requested one is refused, naming the
   differing keys (never a stale run for changed parameters);
@@ -24,17 +26,28 @@ import pathlib
 
 import pandas as pd
 
-from . import runs
-from .config import Config, resolve
-from .train import data_root, fit
+from ..config import Config, resolve
+from ..training import runs
+from ..training.build import data_root
+from ..training.lifecycle import fit
 
-__all__ = ["REPO", "profile_from_env", "config_for", "run_dir", "ensure_run", "seed_runs", "figure_dir", "read_run"]
+__all__ = ["REPO", "setup", "profile_from_env", "config_for", "run_dir", "ensure_run", "figure_dir", "executed_dir", "read_run", "dataset_root"]
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = pathlib.Path(__file__).resolve().parents[2]  # the repository
 
 
 def profile_from_env(default: str = "demo") -> str:
     return os.environ.get("PROTOEF_PROFILE", default)
+
+
+def setup(profile: str | None = None) -> tuple[str, pathlib.Path]:
+    """(profile, figure folder) for a notebook: the ``parameters`` cell's profile, or
+    ``$PROTOEF_PROFILE`` (what ``./run_all.sh --profile`` and the notebook tests set), or "demo"."""
+    profile = profile or profile_from_env()
+    figures = figure_dir(profile)
+    _show_figures_inline()
+    print(f"profile: {profile}; figures → {figures.relative_to(REPO) if figures.is_relative_to(REPO) else figures}")
+    return profile, figures
 
 
 def config_for(profile: str, overrides: dict | None = None, *, data: str | None = None) -> Config:
@@ -43,6 +56,26 @@ def config_for(profile: str, overrides: dict | None = None, *, data: str | None 
     if data:
         values["data.root"] = data
     return resolve(profile, values)
+
+
+NOTEBOOK_DPI = 80  # figures embedded in the stored notebooks (figures/ keeps the PNGs at 100 dpi)
+
+
+def _show_figures_inline() -> None:
+    """Show a returned matplotlib Figure as a PNG in the notebook, and store it in the
+    executed notebook (the package builds Figures without pyplot, which IPython would
+    otherwise print as ``<Figure size …>``). Outside IPython: nothing to do."""
+    try:
+        from IPython import get_ipython
+        from IPython.core.pylabtools import print_figure
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is not None:
+        from matplotlib.figure import Figure
+
+        shell.display_formatter.formatters["image/png"].for_type(
+            Figure, lambda figure: print_figure(figure, "png", dpi=NOTEBOOK_DPI))
 
 
 def run_dir(profile: str, name: str) -> pathlib.Path:
@@ -71,17 +104,17 @@ def ensure_run(profile: str, name: str, overrides: dict | None = None, *, data: 
     return out
 
 
-def seed_runs(profile: str, name: str, seeds, overrides: dict | None = None, *, data: str | None = None) -> dict:
-    """``{seed: run directory}`` of ``<name>-seed<seed>`` for each seed (`ensure_run` each):
-    the same recipe repeated over seeds, for means and spreads instead of single runs."""
-    return {seed: ensure_run(profile, f"{name}-seed{seed}", {**(overrides or {}), "seed": seed}, data=data)
-            for seed in seeds}
-
-
 def figure_dir(profile: str) -> pathlib.Path:
     folder = REPO / "figures" if profile == "demo" else REPO / "figures" / profile
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+def executed_dir(profile: str) -> pathlib.Path:
+    """Where ``./run_all.sh`` keeps the executed notebooks: ``notebooks/`` itself for the
+    demo profile (stored in the repository, outputs included), ``runs/<profile>/notebooks/``
+    for the others."""
+    return REPO / "notebooks" if profile == "demo" else REPO / "runs" / profile / "notebooks"
 
 
 def read_run(out) -> dict:

@@ -9,7 +9,7 @@ executor on one machine).
     run_jobs(jobs, executor="local")        # submitit's local executor (one subprocess per job)
     run_jobs(jobs, executor={"kind": "slurm", "slurm_partition": "gpu", "timeout_min": 720})
 
-Every job goes through `companion.ensure_run` in the process that runs it, so a sweep's runs
+Every job goes through `notebook.ensure_run` in the process that runs it, so a sweep's runs
 land in the same run directories as single runs (``runs/<profile>-<name>/``), a finished run
 is reused and an interrupted one resumed from its last complete epoch. On SLURM a job that
 hits its time limit or is pre-empted is requeued by submitit (`EnsureRun.checkpoint`) and
@@ -33,7 +33,7 @@ import subprocess
 import sys
 import time
 
-from . import companion
+from . import notebook
 
 __all__ = ["Job", "run_jobs", "run_job", "EnsureRun", "resolve_executor"]
 
@@ -44,21 +44,21 @@ SLURM_DEFAULTS = {"gpus_per_node": 1, "tasks_per_node": 1, "cpus_per_task": 10, 
 
 @dataclasses.dataclass(frozen=True)
 class Job:
-    """One training run of a sweep: what `companion.ensure_run` takes."""
+    """One training run of a sweep: what `notebook.ensure_run` takes."""
 
     profile: str
     name: str
     overrides: dict = dataclasses.field(default_factory=dict)
     data: str | None = None  # EchoNet-format root (the paper profile), else the profile's synthetic set
-    path: str | None = None  # run directory; None: companion.run_dir(profile, name)
+    path: str | None = None  # run directory; None: notebook.run_dir(profile, name)
 
     def run_dir(self) -> pathlib.Path:
-        return pathlib.Path(self.path) if self.path else companion.run_dir(self.profile, self.name)
+        return pathlib.Path(self.path) if self.path else notebook.run_dir(self.profile, self.name)
 
 
 def run_job(job: Job) -> pathlib.Path:
     """Train (or reuse, or resume) one job's run in this process; returns its run directory."""
-    return companion.ensure_run(job.profile, job.name, job.overrides, data=job.data, path=job.path)
+    return notebook.ensure_run(job.profile, job.name, job.overrides, data=job.data, path=job.path)
 
 
 class EnsureRun:
@@ -99,7 +99,7 @@ def run_jobs(jobs, executor="auto") -> list[pathlib.Path]:
         return [run_job(job) for job in jobs]
     # Generate each synthetic data set here, once, before several processes would race to.
     for profile, data in {(job.profile, job.data) for job in jobs}:
-        companion.dataset_root(profile, data=data)
+        notebook.dataset_root(profile, data=data)
     if kind in ("gpus", "processes"):
         return _run_processes(jobs, **spec, gpus=kind == "gpus")
     return _run_submitit(jobs, cluster=kind, **spec)
@@ -151,8 +151,8 @@ def _start_process(job: Job, device, threads: int) -> subprocess.Popen:
         env["CUDA_VISIBLE_DEVICES"] = str(device)
     payload = json.dumps(dataclasses.asdict(job) | {"path": str(out)})
     with open(out / "sweep.log", "a") as log:  # appended: a resumed run keeps its earlier log
-        return subprocess.Popen([sys.executable, "-m", "protoef.sweeps", payload], stdout=log,
-                                stderr=subprocess.STDOUT, cwd=companion.REPO, env=env)
+        return subprocess.Popen([sys.executable, "-m", "protoef.companion.executors", payload], stdout=log,
+                                stderr=subprocess.STDOUT, cwd=notebook.REPO, env=env)
 
 
 # --------------------------------------------------------------------------- submitit
@@ -162,7 +162,7 @@ def _run_submitit(jobs: list[Job], *, cluster: str, folder=None, **parameters) -
         import submitit
     except ImportError:
         raise RuntimeError(f"sweep executor {cluster!r} needs submitit: pip install -e '.[cluster]'") from None
-    folder = pathlib.Path(folder) if folder else companion.REPO / "runs" / "_submitit"
+    folder = pathlib.Path(folder) if folder else notebook.REPO / "runs" / "_submitit"
     executor = submitit.AutoExecutor(folder=folder / "%j", cluster=cluster)
     defaults = SLURM_DEFAULTS if cluster == "slurm" else {"timeout_min": 24 * 60}
     executor.update_parameters(**{"name": f"protoef-{jobs[0].profile}", **defaults, **parameters})

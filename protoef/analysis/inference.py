@@ -26,8 +26,9 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .config import Config
-from .data import VideoReadError, clip_starts, gather_clips, normalise_clips, probe_video, read_video
+from ..config import Config
+from ..diagnostics import top_prototypes
+from ..data import VideoReadError, clip_starts, gather_clips, normalise_clips, probe_video, read_video
 
 __all__ = ["video_paths", "load_video_clips", "predict_videos", "minimum_frames", "training_reference", "video_warnings"]
 
@@ -126,7 +127,7 @@ def predict_videos(model, config: Config, paths, *, explain_dir=None, prototype_
     written there.
     """
     if config.data.mean is None or config.data.std is None:
-        raise ValueError("the run's config has no data.mean/std; was it written by protoef.train.fit?")
+        raise ValueError("the run's config has no data.mean/std; was it written by protoef.training.lifecycle.fit?")
     device = next(model.parameters()).device
     prototypes = _prototype_table(prototype_dir)
     rows = []
@@ -156,11 +157,11 @@ def predict_videos(model, config: Config, paths, *, explain_dir=None, prototype_
             continue
         weights = output.weights.mean(0).cpu().numpy()  # (P,) averaged over clips
         row["prediction"] = float(output.ef.mean())
-        labels = model.prototype_labels.cpu().numpy()
-        for rank, j in enumerate(np.argsort(-weights)[:3], start=1):
-            row[f"top{rank}_prototype"] = int(j)
-            row[f"top{rank}_label"] = float(labels[j])
-            row[f"top{rank}_beta"] = float(weights[j])
+        top = top_prototypes(weights[None], model.prototype_labels.cpu().numpy())  # the columns of predictions.csv
+        for rank in (1, 2, 3):
+            j = int(top[f"top{rank}_prototype"][0])
+            row |= {f"top{rank}_prototype": j, f"top{rank}_label": float(top[f"top{rank}_label"][0]),
+                    f"top{rank}_beta": float(top[f"top{rank}_beta"][0])}
             if prototypes is not None:
                 row[f"top{rank}_source"] = prototypes.loc[j, "source_filename"]
         rows.append(row)
@@ -199,7 +200,7 @@ def _save_explanation(model, video, starts, path, explain_dir, prototype_dir, co
 
 def _training_root(config: Config):
     """The run's data root if it is on this machine (prototype source clips live there)."""
-    from .train import synthetic_root
+    from ..training.build import synthetic_root
 
     root = pathlib.Path(config.data.root) if config.data.root else synthetic_root(config)
     return root if (root / "FileList.csv").is_file() else None

@@ -10,7 +10,8 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from .model import ProtoEFNet
+from ..diagnostics import pairwise_angles
+from ..model import ProtoEFNet, eval_mode
 
 __all__ = ["PooledFeatures", "pooled_features", "embed", "embed_with_prototypes", "label_angle_rank_correlation"]
 
@@ -29,10 +30,8 @@ def pooled_features(model: ProtoEFNet, loader, *, device=None) -> PooledFeatures
     """Pooled features f_k (N, P, D) of every video of a loader (single-clip items, or
     multi-clip batches from `collate_clips`, averaged per video), with EFs and β."""
     device = device or next(model.parameters()).device
-    was_training = model.training
-    model.eval()
     features, weights, efs, names = [], [], [], []
-    try:
+    with eval_mode(model):
         for batch in loader:
             output = model(batch["video"].to(device), return_features=True)
             f, w = output.features.float().cpu(), output.weights.float().cpu()
@@ -44,8 +43,6 @@ def pooled_features(model: ProtoEFNet, loader, *, device=None) -> PooledFeatures
             weights.append(w.numpy())
             efs.append(torch.as_tensor(batch["ef"]).double().numpy())
             names.extend(batch["filename"])
-    finally:
-        model.train(was_training)
     return PooledFeatures(np.concatenate(features), np.concatenate(efs), np.concatenate(weights), names)
 
 
@@ -80,7 +77,7 @@ def embed_with_prototypes(pooled: PooledFeatures, prototypes, prototype_labels, 
     that was compared with p_k, so it lives in the prototypes' space), or ``"mean"``: the mean
     of f_k over prototypes. Returns a DataFrame x, y, ef, kind ("video"/"prototype"),
     index (video or prototype index), prototype (a video's top prototype), for
-    `protoef.plots.embedding_scatter`."""
+    `protoef.analysis.plots.embedding_scatter`."""
     prototypes = np.asarray(prototypes.detach().cpu() if isinstance(prototypes, Tensor) else prototypes, np.float64)
     labels = np.asarray(prototype_labels.detach().cpu() if isinstance(prototype_labels, Tensor) else prototype_labels, np.float64)
     best = pooled.weights.argmax(axis=1)
@@ -104,11 +101,9 @@ def label_angle_rank_correlation(prototypes, labels) -> float:
     embedding keeps EF order), near 0 when unrelated. NaN if either side is constant."""
     from scipy.stats import spearmanr
 
-    p = np.asarray(prototypes.detach().cpu() if isinstance(prototypes, Tensor) else prototypes, np.float64)
     l = np.asarray(labels.detach().cpu() if isinstance(labels, Tensor) else labels, np.float64)
-    unit = p / np.maximum(np.linalg.norm(p, axis=1, keepdims=True), 1e-12)
-    j, k = np.triu_indices(len(p), k=1)
-    angles = np.arccos(np.clip((unit[j] * unit[k]).sum(axis=1), -1.0, 1.0))
+    j, k = np.triu_indices(len(l), k=1)
+    angles = pairwise_angles(prototypes)[j, k]
     gaps = np.abs(l[j] - l[k])
     if np.ptp(angles) == 0 or np.ptp(gaps) == 0:
         return math.nan

@@ -1,11 +1,11 @@
-"""Where the models look, against where the LV is (SPEC §6): occurrence-map IoU with
+"""Where the models look, against where the LV is (docs/method.md §6): occurrence-map IoU with
 the traced LV masks, and Grad-CAM of the black-box baseline for the same comparison.
 
 Conventions
 - IoU (`occurrence_iou`): each map is upsampled **bilinearly in space** to the frame size and
   the **nearest time slot** to the traced frame is taken; then thresholded by
   - ``"top"`` (default): keep the top-q fraction of pixels, q = the LV's area fraction in
-    that frame (so prediction and mask have the same area; IoU then equals Dice) or a fixed
+    that frame (so prediction and mask have the same area; Dice = 2·IoU / (1 + IoU)) or a fixed
     ``fraction``; exactly round(q·H·W) pixels are kept, ties broken by position;
   - ``"otsu"``: keep pixels above `skimage.filters.threshold_otsu` of the slice;
   - a number: keep pixels ≥ that value.
@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .explain import model_input, take_clip
-from .model import BlackBoxRegressor, ProtoEFNet
+from ..model import BlackBoxRegressor, ProtoEFNet, eval_mode
 
 __all__ = [
     "threshold_map", "mask_iou", "occurrence_iou", "covering_clip_start", "occurrence_iou_table",
@@ -162,18 +162,14 @@ def occurrence_iou_table(model: ProtoEFNet, dataset, *, threshold="top", fractio
     frame and prototype: method, filename, prototype, frame ("ED"/"ES"), frame_index,
     clip_start, lv_fraction, iou. Summaries: ``table.groupby(["prototype", "frame"]).iou.mean()``."""
     device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
 
     @torch.no_grad()
     def maps(video):
         return model.occurrence(video.to(device)).float().cpu().numpy()
 
-    try:
+    with eval_mode(model):
         return _iou_table(maps, dataset, method="occurrence", threshold=threshold, fraction=fraction,
                           batch_size=batch_size, progress=progress)
-    finally:
-        model.train(was_training)
 
 
 # --------------------------------------------------------------------------- Grad-CAM
@@ -208,10 +204,8 @@ def gradcam(model: nn.Module, video: Tensor, *, layer=None, normalize: bool = Tr
     video = video if batched else video.unsqueeze(0)
     module, captured = _resolve_layer(model, layer), {}
     handle = module.register_forward_hook(lambda _m, _i, output: captured.__setitem__("activation", output))
-    was_training = model.training
-    model.eval()
     try:
-        with torch.enable_grad():
+        with eval_mode(model), torch.enable_grad():
             x = video.detach().clone().requires_grad_(True)  # so A needs a gradient even with frozen weights
             output = model(x)
             output = output[0] if isinstance(output, tuple) else output  # ProtoEFNet: its EF
@@ -219,7 +213,6 @@ def gradcam(model: nn.Module, video: Tensor, *, layer=None, normalize: bool = Tr
             (gradient,) = torch.autograd.grad(output.sum(), activation)
     finally:
         handle.remove()
-        model.train(was_training)
     weights = gradient.mean(dim=(2, 3, 4), keepdim=True)
     cam = (weights * activation).sum(dim=1).detach()
     cam = cam.abs() if absolute else cam.clamp_min(0)

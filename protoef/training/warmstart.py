@@ -25,8 +25,9 @@ import pathlib
 
 import torch
 
+from ..config import Config, from_dict
+from ..files import atomic_path
 from . import runs
-from .config import Config, from_dict
 
 __all__ = ["WARM_START", "CORPUS_SEED", "warm_start_config", "warm_start_dir", "save_backbone_weights"]
 
@@ -67,8 +68,6 @@ def save_backbone_weights(run_dir: pathlib.Path, path: pathlib.Path) -> pathlib.
     state = runs.load_checkpoint(pathlib.Path(run_dir) / "checkpoints" / "final.pt")
     prefix = "network."
     weights = {key[len(prefix):]: value for key, value in state["model"].items() if key.startswith(prefix)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    torch.save(weights, temporary)
-    temporary.replace(path)
+    with atomic_path(path) as temporary:
+        torch.save(weights, temporary)
     return path

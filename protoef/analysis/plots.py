@@ -7,7 +7,6 @@ Figure displays itself.
 """
 from __future__ import annotations
 
-import os
 import pathlib
 from typing import Sequence
 
@@ -16,17 +15,16 @@ from matplotlib import colormaps
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
+from ..files import atomic_path
+
 __all__ = ["overlay", "frame_picks", "save_gif", "save_figure", "image_strip", "image_grid", "paired_rows", "embedding_scatter", "iou_boxplot", "colour_map"]
 
 
 def save_figure(figure: Figure, path, *, dpi: int = 100) -> pathlib.Path:
     """Write `figure` as a PNG via a temporary file + rename (a kill never leaves half a file)."""
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    figure.savefig(temporary, format="png", dpi=dpi)
-    os.replace(temporary, path)
-    return path
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, format="png", dpi=dpi)
+    return pathlib.Path(path)
 
 
 def overlay(frames, heatmap, *, alpha: float = 0.5, cmap: str = "jet", normalize: bool = False) -> np.ndarray:
@@ -55,12 +53,10 @@ def save_gif(rgb: np.ndarray, path, *, frame_ms: int = 60) -> pathlib.Path:
     """(T, H, W, 3) uint8 → an endlessly looping GIF (PIL), written atomically."""
     from PIL import Image
 
-    path = pathlib.Path(path)
     images = [Image.fromarray(frame) for frame in rgb]
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    images[0].save(temporary, format="GIF", save_all=True, append_images=images[1:], duration=frame_ms, loop=0)
-    os.replace(temporary, path)
-    return path
+    with atomic_path(path) as temporary:
+        images[0].save(temporary, format="GIF", save_all=True, append_images=images[1:], duration=frame_ms, loop=0)
+    return pathlib.Path(path)
 
 
 def _show(ax, image: np.ndarray | None, title: str | None = None) -> None:
@@ -131,7 +127,7 @@ def paired_rows(rows: Sequence[dict], *, suptitle: str | None = None, cell: floa
 
 def embedding_scatter(table, *, title: str | None = None, ax=None, cmap: str = "viridis"):
     """2-D embedding coloured by EF. `table` has columns x, y, ef, kind ("video"/"prototype")
-    as returned by `protoef.explain.embed_with_prototypes`. Returns the Figure (or draws into `ax`)."""
+    as returned by `protoef.analysis.embeddings.embed_with_prototypes`. Returns the Figure (or draws into `ax`)."""
     if ax is None:
         figure = Figure(figsize=(5.2, 4.2), layout="constrained")
         ax = figure.subplots()

@@ -1,0 +1,123 @@
+"""The multi-run studies of the notebooks, and their budgets per profile.
+
+A study is a set of named runs, each trained or reused through `notebook.ensure_run` (a
+reused run whose stored config differs from the requested one is an error naming the
+keys, so a study never mixes runs of different budgets silently):
+
+- `seed_runs`: one recipe over seeds (notebooks 02, 03);
+- `pas_weight_runs`: the PAS ablation and weight sweep (04);
+- `sensitivity_runs`: the τ × Δl grid (06);
+- `recipe_runs`: the paper's recipe beside this project's (09).
+
+Budgets belong to the profile: `plan_for(profile)` is the one place that says how many
+seeds, which grid and how many epochs each study gets, so ``./run_all.sh --profile paper``
+runs the paper's budget and the smoke profile (CI) a seconds-long one.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from ..config import PAPER_RECIPE, REMEDIES
+from . import notebook
+
+__all__ = ["StudyPlan", "STUDY_PLANS", "plan_for", "seed_runs", "run_sweep", "pas_weight_runs", "sensitivity_runs",
+           "recipes_for", "recipe_runs"]
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyPlan:
+    """How much each study of a profile runs. Overrides go on top of the profile's config."""
+    seeds: tuple = (0, 1, 2)  # seeds of notebooks 02, 03, 05's ρ, 08's claim and 09
+    pas_weights: tuple = (0.0, 0.1, 1.0, 10.0)  # loss.pas values of notebook 04
+    pas_seeds: tuple = (0, 1, 2, 3, 4)  # seeds of the ablation arms (0 and the profile's own weight)
+    pas_sweep_seeds: tuple = (0,)  # seeds of the other weights
+    pas_overrides: dict = dataclasses.field(default_factory=dict)  # {}: the profile's budget, 02's runs reused
+    taus: tuple = (0.1, 0.2, 0.5)  # model.tau grid of notebook 06
+    deltas: tuple = (2.5, 5.0, 10.0)  # loss.delta grid of notebook 06
+    sensitivity_overrides: dict = dataclasses.field(default_factory=dict)
+
+
+STUDY_PLANS = {
+    # 3 seeds per recipe, 5 per PAS arm, weights 1 and 10 on one seed, and a 9-point grid at
+    # a third of the budget (4 of 12 epochs, from the warm start): what fits the demo's time.
+    "demo": StudyPlan(sensitivity_overrides={"optim.epochs": 4}),
+    # One seed and one-epoch sweeps on 8 videos: shows in CI that every study runs, nothing more.
+    "smoke": StudyPlan(seeds=(0,), pas_weights=(0.0, 0.1), pas_seeds=(0,), pas_sweep_seeds=(0,),
+                       pas_overrides={"optim.epochs": 1, "data.limit_videos": 8}, taus=(0.2, 0.5), deltas=(5.0,),
+                       sensitivity_overrides={"optim.epochs": 1, "data.limit_videos": 8}),
+    # The paper's budget for every run (30 epochs); a wider grid.
+    "paper": StudyPlan(pas_sweep_seeds=(0, 1, 2), taus=(0.1, 0.2, 0.5, 1.0), deltas=(1.0, 2.5, 5.0, 7.5, 10.0)),
+}
+
+
+def plan_for(profile: str) -> StudyPlan:
+    if profile not in STUDY_PLANS:
+        raise KeyError(f"no study plan for profile {profile!r}; choose one of {sorted(STUDY_PLANS)}")
+    return STUDY_PLANS[profile]
+
+
+def seed_runs(profile: str, name: str, seeds, overrides: dict | None = None, *, data: str | None = None) -> dict:
+    """``{seed: run directory}`` of ``<name>-seed<seed>`` for each seed (`notebook.ensure_run`):
+    the same recipe repeated over seeds, for means and intervals instead of single runs."""
+    return {seed: notebook.ensure_run(profile, f"{name}-seed{seed}", {**(overrides or {}), "seed": seed}, data=data)
+            for seed in seeds}
+
+
+def run_sweep(profile: str, planned: dict, *, data=None, executor="auto") -> dict:
+    """``{key: (run name, overrides)}`` → ``{key: run directory}``: the runs not finished yet
+    are trained by `executors.run_jobs` with `executor` ("auto": one process per GPU when
+    several are visible, else one after the other here), then each is checked with
+    `notebook.ensure_run`. A finished run with other settings is refused before anything trains."""
+    from . import executors
+
+    todo = []
+    for name, values in planned.values():
+        if (notebook.run_dir(profile, name) / "metrics.json").is_file():
+            notebook.ensure_run(profile, name, values, data=data)  # reused: check it now
+        else:
+            todo.append(executors.Job(profile, name, values, data=data))
+    if todo and executors.resolve_executor(executor)["kind"] != "sequential":
+        executors.run_jobs(todo, executor)
+    return {key: notebook.ensure_run(profile, name, values, data=data) for key, (name, values) in planned.items()}
+
+
+def pas_weight_runs(profile: str, weights, seeds, overrides: dict, *, data=None, sweep_seeds=None,
+                    executor="auto") -> dict:
+    """ProtoEFNet per PAS weight (``loss.pas``) and seed: ``{(weight, seed): run directory}``.
+
+    The profile's own weight with no overrides is notebook 02's run (``protoefnet-seed{s}``),
+    reused; other weights are ``pas{w}-seed{s}``. `sweep_seeds` (default: `seeds`) are the
+    seeds of the weights other than 0 and the profile's own (the ablation arms get all)."""
+    default = notebook.config_for(profile).loss.pas
+    planned = {}
+    for weight in weights:
+        arm_seeds = seeds if weight in (0.0, default) else (sweep_seeds or seeds)
+        name = "protoefnet" if weight == default and not overrides else f"pas{weight:g}"
+        for seed in arm_seeds:
+            planned[(weight, seed)] = (f"{name}-seed{seed}", {**overrides, "loss.pas": float(weight), "seed": seed})
+    return run_sweep(profile, planned, data=data, executor=executor)
+
+
+def sensitivity_runs(profile: str, taus, deltas, overrides: dict, *, data=None, executor="auto") -> dict:
+    """One run per (τ, Δl) (``model.tau``, ``loss.delta``), named ``tau{τ}-delta{Δl}``.
+    Returns ``{(tau, delta): run directory}``."""
+    return run_sweep(profile, {(tau, delta): (f"tau{tau:g}-delta{delta:g}",
+                                              {**overrides, "model.tau": float(tau), "loss.delta": float(delta)})
+                               for tau in taus for delta in deltas}, data=data, executor=executor)
+
+
+def recipes_for(profile: str) -> dict:
+    """recipe name -> (run-name prefix, overrides on top of the profile). The demo and smoke
+    profiles carry this project's recipe, so the paper's is the override; the paper profile
+    carries the paper's, so the remedies are."""
+    if profile == "paper":
+        return {"paper recipe": ("protoefnet", {}), "with the remedies": ("remedies", REMEDIES)}
+    return {"this project": ("protoefnet", {}), "paper recipe": ("paper-recipe", PAPER_RECIPE)}
+
+
+def recipe_runs(profile: str, seeds, overrides: dict | None = None, *, data=None) -> dict:
+    """``{(recipe, seed): run directory}`` (`seed_runs` per recipe); the profile's own
+    recipe is notebook 02's runs, so they are reused, not trained again."""
+    return {(recipe, seed): run
+            for recipe, (prefix, extra) in recipes_for(profile).items()
+            for seed, run in seed_runs(profile, prefix, seeds, {**(overrides or {}), **extra}, data=data).items()}

@@ -1,0 +1,346 @@
+"""The one place that owns a run: train → best checkpoint → push → head epochs → test → files.
+
+    from protoef.config import resolve
+    from protoef.training.lifecycle import fit
+    metrics = fit(resolve("demo"), "runs/demo")             # or: python -m protoef train
+
+Read `fit` top to bottom: `_start` (config, data, model, optimiser; a resume picks up the
+stored state), `_train` (the epochs, a checkpoint after each), `finish` (the best epoch,
+its metrics before the push, the push, the head epochs, the metrics after, every result
+file; ``metrics.json`` last). The run directory's layout is `protoef.training.runs`'.
+
+Determinism: every epoch's randomness (sampler, clip starts, rotations, worker seeds) is
+derived from (config.seed, epoch), so a run resumed after a kill at any point replays the
+remaining epochs exactly as an uninterrupted run would (on the CPU; CUDA kernels may not
+be bit-reproducible). Multi-GPU: launch with ``torchrun --nproc_per_node N -m protoef
+train ...``; rank 0 evaluates, logs and writes files.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import os
+import pathlib
+import time
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.distributed as dist
+from tqdm.auto import tqdm
+
+from ..config import Config, from_dict
+from ..data import compute_mean_std, oversampling_sampler, read_file_list
+from ..diagnostics import far_pair_angle_degrees, top_prototypes
+from ..model import ProtoEFNet, unwrap
+from . import runs
+from .build import (RunContext, build_loss, build_model, build_optimizer, data_root, make_loader,
+                    training_datasets)
+from .loops import EPOCH_DIAGNOSTICS, evaluate, train_epoch
+from .push import PushResult, push_prototypes
+from .warmstart import CORPUS_SEED, WARM_START, save_backbone_weights, warm_start_config, warm_start_dir
+
+__all__ = ["fit", "finish", "ensure_warm_start"]
+
+
+@dataclasses.dataclass
+class _Run:
+    """What the three steps of `fit` hand each other."""
+    config: Config
+    out: pathlib.Path
+    context: RunContext
+    sets: dict
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.ReduceLROnPlateau
+    initial: dict  # measured on the untrained model, kept beside the trained values
+    best: float = -math.inf
+    history: list = dataclasses.field(default_factory=list)
+    start_epoch: int = 0
+
+    @property
+    def best_path(self) -> pathlib.Path:
+        return self.out / "checkpoints" / "best.pt"
+
+    @property
+    def last_path(self) -> pathlib.Path:
+        return self.out / "checkpoints" / "last.pt"
+
+    @property
+    def delta(self) -> float | None:  # the label window of the diagnostics; None for the black box
+        return self.config.loss.delta if isinstance(self.model, ProtoEFNet) else None
+
+
+def _one_writer(fit_run):
+    """`fit` after `Config.validate` and under the run directory's lock (`runs.run_lock`):
+    two processes writing one run would mix their files. torchrun ranks other than 0
+    write nothing and take no lock."""
+    @functools.wraps(fit_run)
+    def locked(config: Config, out_dir, *, resume: bool = False) -> dict:
+        config.validate()
+        if int(os.environ.get("RANK", "0")) != 0:
+            return fit_run(config, out_dir, resume=resume)
+        with runs.run_lock(out_dir):
+            return fit_run(config, out_dir, resume=resume)
+    return locked
+
+
+@_one_writer
+def fit(config: Config, out_dir, *, resume: bool = False) -> dict:
+    """Train, push and evaluate one model; everything lands in ``out_dir``. Returns metrics.json."""
+    out = pathlib.Path(out_dir)
+    if resume and (out / "metrics.json").is_file():
+        _resumed_config(out, config, runs.read_config(out))  # a finished run of another config is no answer
+        return pd.read_json(out / "metrics.json", typ="series").to_dict()  # finished already
+    if not resume and (out / "checkpoints" / "last.pt").exists():
+        raise FileExistsError(f"{out}: holds a run already; pass resume=True (--resume) or choose a new directory")
+    run = _start(config, out, resume=resume)
+    _train(run)
+    if not run.context.main:
+        return {}
+    return finish(run.model, run.config, run.sets, run.context, run.out, initial=run.initial)
+
+
+# ----------------------------------------------------------------------------- start
+def _start(config: Config, out: pathlib.Path, *, resume: bool) -> _Run:
+    """Config (the stored one for a resume), data, model, optimiser and scheduler."""
+    context = RunContext(config)
+    last_path = out / "checkpoints" / "last.pt"
+    state = runs.load_checkpoint(last_path) if resume and last_path.exists() else None
+    if state is not None:
+        config = _resumed_config(out, config, state["config"])  # the run's own config, or a clear refusal
+    elif resume:
+        print(f"[train] {out}: no complete epoch to resume from; starting the run from the beginning")
+    torch.manual_seed(config.seed)
+    np.random.seed(config.seed % 2**32)
+    torch.use_deterministic_algorithms(not context.cuda, warn_only=True)
+    if context.distributed and not context.main:
+        dist.barrier()  # rank 0 generates the synthetic set (if needed) alone
+    root = data_root(config)
+    if context.distributed and context.main:
+        dist.barrier()
+    if config.data.mean is None or config.data.std is None:
+        config.data.mean, config.data.std = compute_mean_std(root, resize=config.data.resize)
+    sets = training_datasets(config, root)
+    # Derived from the data, not stored in the config: the same config gives the same grid again.
+    label_range = ((float(sets["train"].efs.min()), float(sets["train"].efs.max())) if config.model.labels_from_train
+                   else (config.model.label_min, config.model.label_max))
+    if context.main:
+        runs.atomic_write_text(out / "config.json", config.to_json() + "\n")
+        runs.write_json(out / "environment.json", runs.environment(context.device) | {
+            "data_root": str(root), "training_videos": sets["train"].video_summary()})  # what predict compares with
+
+    # The initial weights depend on the seed alone, not on how much randomness the data
+    # code (e.g. `feature_size`) happened to draw before.
+    weights = ensure_warm_start(config) if config.model.weights == WARM_START else None
+    torch.manual_seed(config.seed)
+    if context.main and config.model.weights is None and config.model.backbone == "r2plus1d_18":
+        print("[train] model.weights=None: the R(2+1)D-18 backbone starts from random initialisation, "
+              "not from the Kinetics-400 weights of the paper's recipe")
+    model = build_model(config, weights=weights, label_range=label_range).to(context.device)
+    if context.channels_last:
+        model = model.to(memory_format=torch.channels_last_3d)
+    optimizer = build_optimizer(model, config)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="max", factor=config.optim.plateau_factor, patience=config.optim.plateau_patience,
+        min_lr=config.optim.min_lr, cooldown=config.optim.plateau_cooldown)
+    # PAS's quantity before any training (the init is seeded, so a resumed run recomputes it).
+    initial = {"far_pair_angle": far_pair_angle_degrees(model.prototypes, model.prototype_labels, config.loss.delta),
+               "label_range": list(label_range)} if isinstance(model, ProtoEFNet) else {}
+    run = _Run(config, out, context, sets, model, optimizer, scheduler, initial)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        run.best, run.history, run.start_epoch = state["best_val_r2"], state["history"], state["epoch"] + 1
+        print(f"[train] resuming {out} after epoch {state['epoch'] + 1}/{config.optim.epochs}")
+    return run
+
+
+def _resumed_config(out: pathlib.Path, requested: Config, stored: dict) -> Config:
+    """The run's own config for a resume. A requested value that differs from it is refused
+    (naming the keys), except where and how it runs (`runs.is_runtime_difference`), which
+    is applied and reported."""
+    differences = runs.config_differences(stored, requested.to_dict(), runtime=True)
+    refused = {key: pair for key, pair in differences.items() if not runs.is_runtime_difference(key, *pair)}
+    if refused:
+        listed = ", ".join(f"{key} (run: {old!r}, requested: {new!r})" for key, (old, new) in refused.items())
+        raise ValueError(f"{out}: cannot resume with a different config: {listed}. A resumed run keeps its own "
+                         "config; drop these overrides to finish it as it was, or train a new run in another directory")
+    config = from_dict(stored)
+    for key, (old, new) in differences.items():
+        section, _, name = key.rpartition(".")
+        setattr(getattr(config, section) if section else config, name, new)
+        print(f"[train] resume: {key} = {new!r} (the run had {old!r}; it changes how the run executes, not what it learns)")
+    return config
+
+
+def ensure_warm_start(config: Config) -> pathlib.Path:
+    """The warm-start backbone file of `config` (`protoef.training.warmstart`), pretrained
+    once by an ordinary `fit` of the black box on a disjoint synthetic corpus."""
+    folder = warm_start_dir(config)
+    path = folder / "backbone.pt"
+    if path.is_file():
+        return path
+    pretrain = warm_start_config(config)
+    shared = set(read_file_list(data_root(pretrain))["filename"]) & set(read_file_list(data_root(config))["filename"])
+    if shared:
+        raise ValueError(f"the warm-start corpus shares {len(shared)} videos with the data set (e.g. {sorted(shared)[0]}); "
+                         f"it must be disjoint: change data.synthetic_seed away from {CORPUS_SEED}")
+    print(f"[train] warm start: pretraining the {config.model.backbone} backbone once on a disjoint synthetic corpus "
+          f"→ {folder} (reused afterwards)")
+    run = folder / "run"
+    fit(pretrain, run, resume=(run / "checkpoints" / "last.pt").is_file())
+    return save_backbone_weights(run, path)
+
+
+# ----------------------------------------------------------------------------- train
+def _epoch_seed(config: Config, epoch: int) -> int:
+    return config.seed * 100_003 + epoch  # distinct, reproducible stream per epoch
+
+
+def _train(run: _Run) -> None:
+    """The epochs: train, validate, step the scheduler on VAL R², checkpoint (best, last)."""
+    config, context, sets = run.config, run.context, run.sets
+    trained = run.model
+    if context.distributed:
+        trained = torch.nn.parallel.DistributedDataParallel(run.model, device_ids=[context.device.index] if context.cuda else None)
+    if config.compile and context.cuda:
+        trained = torch.compile(trained)
+    loss_fn = build_loss(config)
+    val_loader = make_loader(sets["val"], config)
+    tracker = None
+    if config.tensorboard and context.main:
+        from .tracking import TensorBoardLog
+
+        tracker = TensorBoardLog(run.out)
+    for epoch in range(run.start_epoch, config.optim.epochs):
+        seed = _epoch_seed(config, epoch)
+        torch.manual_seed(seed)
+        generator = torch.Generator().manual_seed(seed)
+        if config.data.oversample:
+            sampler = oversampling_sampler(sets["train"].efs, threshold=config.data.oversample_threshold, generator=generator)
+        else:
+            sampler = torch.utils.data.RandomSampler(sets["train"], generator=generator)
+        if context.distributed:  # each rank takes every world-th draw of the same sequence
+            sampler = list(sampler)[context.rank :: context.world]
+        started = time.perf_counter()
+        losses = train_epoch(trained, make_loader(sets["train"], config, shuffle_seed=seed, sampler=sampler), loss_fn,
+                             run.optimizer, context, desc=f"epoch {epoch + 1}/{config.optim.epochs}",
+                             diagnostic_batches=config.optim.diagnostic_batches)
+        if not context.main:
+            dist.barrier()
+            continue
+        trained_at = time.perf_counter()
+        val_metrics, _ = evaluate(run.model, val_loader, context, desc="validate", delta=run.delta)
+        seconds = {"seconds_train": trained_at - started, "seconds_val": time.perf_counter() - trained_at}
+        run.scheduler.step(val_metrics["r2"] if np.isfinite(val_metrics["r2"]) else -math.inf)
+        row = {"epoch": epoch + 1, **{f"train_{k}": v for k, v in losses.items()},
+               **{f"val_{k}": val_metrics[k] for k in ("mae", "rmse", "r2", "f1_40", *EPOCH_DIAGNOSTICS) if k in val_metrics},
+               **{f"lr_{g.get('name', i)}": g["lr"] for i, g in enumerate(run.optimizer.param_groups)},
+               **seconds}  # wall clock: the only columns a resumed run does not reproduce
+        run.history.append(row)
+        if tracker is not None:
+            tracker.log(row, step=epoch + 1)
+        tqdm.write(f"[train] epoch {epoch + 1}/{config.optim.epochs}  loss {losses['loss']:.4f}  "
+                   f"val MAE {val_metrics['mae']:.2f}  RMSE {val_metrics['rmse']:.2f}  R² {val_metrics['r2']:.3f}")
+        improved = val_metrics["r2"] > run.best or run.best == -math.inf
+        run.best = max(run.best, val_metrics["r2"]) if np.isfinite(val_metrics["r2"]) else run.best
+        checkpoint = {"model": unwrap(run.model).state_dict(), "optimizer": run.optimizer.state_dict(),
+                      "scheduler": run.scheduler.state_dict(), "epoch": epoch, "best_val_r2": run.best,
+                      "history": run.history, "config": config.to_dict(), "kind": config.model.kind}
+        if improved:
+            runs.save_checkpoint(run.best_path, checkpoint)
+        runs.write_csv(run.out / "history.csv", pd.DataFrame(run.history))
+        runs.save_checkpoint(run.last_path, checkpoint)  # last: it marks the epoch as complete
+        if context.distributed:
+            dist.barrier()
+    if tracker is not None:
+        tracker.close()
+
+
+# ----------------------------------------------------------------------------- finish
+def finish(model, config: Config, sets: dict, context: RunContext, out, *, initial: dict | None = None) -> dict:
+    """Best checkpoint (``out/checkpoints/best.pt``) → metrics before the push → push →
+    (head epochs) → metrics after → files, ``metrics.json`` last. `sets` are
+    `build.training_datasets`; `initial` holds values of the untrained model (the far-pair
+    angle), kept beside the trained ones so a reader sees whether PAS moved anything."""
+    out = pathlib.Path(out)
+    delta = config.loss.delta if isinstance(model, ProtoEFNet) else None
+    state = runs.load_checkpoint(out / "checkpoints" / "best.pt", map_location=context.device)
+    model.load_state_dict(state["model"])
+    best_epoch = state["epoch"] + 1
+    eval_batch = max(1, config.data.batch_size // max(1, config.data.test_clips))
+    val_loader = make_loader(sets["val"], config)
+    test_loader = make_loader(sets["test"], config, batch_size=eval_batch)
+    metrics: dict = {"best_epoch": best_epoch, "val": {}, "test": {}}
+    if initial:
+        metrics["initial"] = initial
+    stage = "pre_push" if isinstance(model, ProtoEFNet) and config.optim.push else "final"
+    metrics["val"][stage], _ = evaluate(model, val_loader, context, desc="validate", delta=delta)
+    metrics["test"][stage], predictions = evaluate(model, test_loader, context, desc="test", delta=delta)
+    if stage == "pre_push":
+        result = push_prototypes(model, make_loader(sets["push"], config), delta=config.loss.delta,
+                                 device=context.device, autocast=context.autocast, unique=config.optim.push_unique)
+        model.set_prototypes(result.prototypes.to(context.device), result.labels.to(context.device))
+        metrics["push"] = {"fallbacks": int(result.table["fallback"].sum()),
+                           "shared": int(result.table["shared"].sum()),
+                           "distinct_sources": int(result.table["source_filename"].nunique()),
+                           "mean_similarity": float(result.table["similarity"].mean())}
+        _head_epochs(model, config, sets, context)
+        metrics["val"]["post_push"], _ = evaluate(model, val_loader, context, desc="validate", delta=delta)
+        metrics["test"]["post_push"], predictions = evaluate(model, test_loader, context, desc="test", delta=delta)
+        _save_prototypes(out, result)
+    # The yardstick every MAE is read against: always predicting the training-mean EF.
+    train_mean = float(np.mean(sets["train"].efs))
+    metrics["trivial"] = {"train_mean_ef": train_mean, "test_mae": float(np.abs(np.asarray(predictions["ef"]) - train_mean).mean())}
+    _save_predictions(out, model, predictions)
+    runs.save_checkpoint(out / "checkpoints" / "final.pt", {"model": model.state_dict(), "config": config.to_dict(),
+                                                                "kind": config.model.kind, "epoch": best_epoch - 1})
+    headline = metrics["test"].get("post_push", metrics["test"].get("final"))
+    print(f"[train] test ({'after push' if stage == 'pre_push' else 'final'}): MAE {headline['mae']:.2f}  "
+          f"RMSE {headline['rmse']:.2f}  R² {headline['r2']:.3f}  F1(<40) {headline['f1_40']:.3f}")
+    runs.write_json(out / "metrics.json", metrics)  # written last: its presence marks a finished run
+    return metrics
+
+
+def _head_epochs(model, config: Config, sets: dict, context: RunContext) -> None:
+    """``optim.head_epochs_after_push`` epochs of θ alone: the prototypes must stay the real
+    clips they were pushed to, so everything else is frozen and the model stays in eval
+    mode (in train mode BatchNorm would update its running statistics)."""
+    if not config.optim.head_epochs_after_push:
+        return
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    model.theta.requires_grad_(True)
+    head_optimizer = torch.optim.Adam([model.theta], lr=config.optim.lr_head)
+    head_loss = lambda output, target, core, **_: (torch.nn.functional.mse_loss(output.ef, target), {})  # noqa: E731
+    for epoch in range(config.optim.head_epochs_after_push):
+        torch.manual_seed(config.seed + 10_000 + epoch)
+        train_epoch(model, make_loader(sets["push"], config, shuffle_seed=config.seed + epoch), head_loss,
+                    head_optimizer, context, desc=f"head epoch {epoch + 1}", train_mode=False)
+    for parameter in model.parameters():
+        parameter.requires_grad_(True)
+
+
+def _save_prototypes(out: pathlib.Path, result: PushResult) -> None:
+    """The prototype artefacts as data; the pictures are drawn from them later (`protoef.analysis.explain`)."""
+    folder = out / "prototypes"
+    runs.write_csv(folder / "prototypes.csv", result.table)
+    for row, occurrence_map in zip(result.table.itertuples(), result.occurrence_maps):
+        runs.write_npz(folder / f"prototype_{row.prototype:02d}.npz", occurrence_map=occurrence_map,
+                       feature=result.prototypes[row.prototype].numpy(), ef_label=row.ef_label,
+                       source_filename=row.source_filename, clip_start=row.clip_start)
+
+
+def _save_predictions(out: pathlib.Path, model, predictions: dict) -> None:
+    """predictions.csv (per test video: EF, prediction, top-3 prototypes) and, for
+    ProtoEFNet, test_attention.npz (β and s over every prototype, for the diagnostics figures)."""
+    table = pd.DataFrame({"filename": predictions["filename"], "ef": predictions["ef"], "prediction": predictions["prediction"]})
+    if "weights" in predictions:
+        labels = model.prototype_labels.cpu().numpy()
+        table = table.assign(**top_prototypes(predictions["weights"], labels))
+        runs.write_npz(out / "test_attention.npz", filename=np.array(predictions["filename"]), ef=predictions["ef"],
+                       weights=predictions["weights"], similarities=predictions["similarities"], prototype_labels=labels)
+    runs.write_csv(out / "predictions.csv", table)
