@@ -34,7 +34,6 @@ KINETICS400_URL = R2Plus1D_18_Weights.KINETICS400_V1.url  # .../r2plus1d_18-91a6
 EF_BIAS = 55.6  # EchoNet-Dynamic's initial bias of the black-box regressor (mean training EF)
 
 
-
 # --------------------------------------------------------------------------- backbones
 
 def video_resnet(name: str = "r2plus1d_18") -> VideoResNet:
