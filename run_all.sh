@@ -94,14 +94,16 @@ for notebook in "$ROOT"/notebooks/[0-9][0-9]_*.ipynb; do
     fi
     echo "[run_all] $name (profile $profile)"
     nb_started=$SECONDS
-    # TQDM_DISABLE: no progress widgets in the stored notebooks (their state would bloat them).
-    if ! PROTOEF_CACHE="$cache" PROTOEF_PROFILE="$profile" TQDM_DISABLE=1 "$PYTHON" -m papermill "$notebook" "$staging/$name.ipynb" \
+    if ! PROTOEF_CACHE="$cache" PROTOEF_PROFILE="$profile" "$PYTHON" -m papermill "$notebook" "$staging/$name.ipynb" \
             ${params[@]+"${params[@]}"} --cwd "$ROOT/notebooks" --kernel python3 --no-progress-bar --log-level WARNING; then
         echo "[run_all] $name FAILED: the failing cell and its traceback are above;" \
              "the executed notebook is $staging/$name.ipynb" >&2
         exit 1
     fi
-    mv "$staging/$name.ipynb" "$executed/$name.ipynb"  # only a notebook that ran through replaces the stored one
+    # Progress widgets out (they only work in a live kernel), then replace the stored notebook:
+    # only a notebook that ran through does.
+    "$PYTHON" -c 'import sys; from protoef.companion import notebook; notebook.tidy_executed(sys.argv[1])' "$staging/$name.ipynb"
+    mv "$staging/$name.ipynb" "$executed/$name.ipynb"
     echo "[run_all] $name done in $((SECONDS - nb_started)) s"
 done
 # The results block: every notebook's claim check, collected; nothing typed by hand.

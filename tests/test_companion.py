@@ -287,3 +287,23 @@ def test_data_claims(tmp_path):
     assert "3 traced videos" in claim.measure
     assert (claim.low, claim.high) == pytest.approx((0.0, 3.0))  # medians of resampled {0, 0.5, 3}
     assert claim.verdict == "inconclusive"
+
+
+def test_tidy_executed_drops_progress_bars_and_keeps_results(tmp_path):
+    widget = {"output_type": "display_data", "metadata": {},
+              "data": {"application/vnd.jupyter.widget-view+json": {"model_id": "x"}, "text/plain": ["epoch 1:   0%"]}}
+    bar = {"output_type": "stream", "name": "stderr", "text": ["\r", "videos:  10%|#         | 1/10"]}
+    printed = {"output_type": "stream", "name": "stdout", "text": ["[train] epoch 1/2  loss 1.0\n"]}
+    warning = {"output_type": "stream", "name": "stderr", "text": ["UserWarning: something\n"]}
+    figure = {"output_type": "display_data", "metadata": {}, "data": {"image/png": "iVBOR", "text/plain": ["<Figure>"]}}
+    stored = {"cells": [{"cell_type": "code", "source": [], "metadata": {}, "outputs": [bar, widget, printed, warning, figure]},
+                        {"cell_type": "markdown", "source": ["# x"], "metadata": {}}],
+              "metadata": {"widgets": {"application/vnd.jupyter.widget-state+json": {"big": 1}}, "kernelspec": {"name": "python3"}},
+              "nbformat": 4, "nbformat_minor": 5}
+    path = tmp_path / "02_x.ipynb"
+    path.write_text(json.dumps(stored))
+    notebook.tidy_executed(path)
+    tidied = json.loads(path.read_text())
+    assert tidied["cells"][0]["outputs"] == [printed, warning, figure]
+    assert tidied["cells"][1] == stored["cells"][1] and "widgets" not in tidied["metadata"]
+    assert tidied["metadata"]["kernelspec"] == {"name": "python3"}

@@ -31,7 +31,7 @@ from ..training import runs
 from ..training.build import data_root
 from ..training.lifecycle import fit
 
-__all__ = ["REPO", "setup", "profile_from_env", "config_for", "run_dir", "ensure_run", "figure_dir", "executed_dir", "read_run", "dataset_root"]
+__all__ = ["REPO", "setup", "profile_from_env", "config_for", "run_dir", "ensure_run", "figure_dir", "executed_dir", "tidy_executed", "read_run", "dataset_root"]
 
 REPO = pathlib.Path(__file__).resolve().parents[2]  # the repository
 
@@ -115,6 +115,29 @@ def executed_dir(profile: str) -> pathlib.Path:
     demo profile (stored in the repository, outputs included), ``runs/<profile>/notebooks/``
     for the others."""
     return REPO / "notebooks" if profile == "demo" else REPO / "runs" / profile / "notebooks"
+
+
+def tidy_executed(path) -> pathlib.Path:
+    """Drop what only a live kernel can use from an executed notebook before it is stored:
+    progress-bar widgets (their views and the widget state, over 1 MB for notebook 02) and
+    the carriage-return progress lines of text bars. Every table, figure, print and
+    warning stays. ``./run_all.sh`` calls this on each executed notebook."""
+    path = pathlib.Path(path)
+    notebook = json.loads(path.read_text())
+    notebook.get("metadata", {}).pop("widgets", None)
+    for cell in notebook.get("cells", []):
+        if "outputs" in cell:  # code cells only
+            cell["outputs"] = [output for output in cell["outputs"] if not _progress_output(output)]
+    path.write_text(json.dumps(notebook, indent=1, ensure_ascii=False) + "\n")
+    return path
+
+
+def _progress_output(output: dict) -> bool:
+    if "application/vnd.jupyter.widget-view+json" in output.get("data", {}):
+        return True
+    text = output.get("text", "")
+    text = "".join(text) if isinstance(text, list) else text
+    return output.get("output_type") == "stream" and text.startswith("\r")
 
 
 def read_run(out) -> dict:
