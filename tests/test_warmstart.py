@@ -49,3 +49,21 @@ def test_both_models_start_from_the_pretrained_layers(config):
 def test_unresolved_warm_start_is_a_clear_error(config):
     with pytest.raises(ValueError, match="must be resolved first"):
         build_model(config)
+
+
+def test_runs_that_would_pretrain_differently_never_share_a_cached_warm_start(config):
+    base = {"data.cache_dir": config.data.cache_dir, "model.weights": "synthetic-warmstart",
+            "model.warm_start_videos": 8, "model.warm_start_epochs": 1}
+    shared = warm_start_dir(config)
+    # Settings the black-box pretraining never reads: one warm start for all of them, so a
+    # comparison of recipes, τ/Δl grid points or seeds starts every arm from the same backbone.
+    for overrides in ({"model.tau": 0.5}, {"loss.delta": 2.5}, {"loss.mse": 0.1}, {"loss.separation": 0.0},
+                      {"optim.lr_head": 1e-2}, {"optim.lr_backbone": 1e-4}, {"seed": 3}, {"data.num_workers": 1}):
+        assert warm_start_dir(resolve("smoke", base | overrides)) == shared, overrides
+    # Settings that change what it learns: each its own folder (before, the first run to ask
+    # wrote a folder named by backbone, shape and budget only, and every later run reused it).
+    others = [warm_start_dir(resolve("smoke", base | overrides)) for overrides in (
+        {"data.augment": False}, {"data.rotation_degrees": 5.0}, {"data.oversample": False},
+        {"data.oversample_threshold": 40.0}, {"optim.plateau_patience": 1}, {"optim.min_lr": 1e-5},
+        {"model.warm_start_epochs": 2}, {"data.batch_size": 2}, {"data.period": 4})]
+    assert shared not in others and len(set(others)) == len(others)

@@ -12,6 +12,7 @@ backbone the project trains itself, once, and caches like the synthetic data:
   with the run's clip length, period, frame size and batch size, learning rate
   `WARM_START_LR`, for ``model.warm_start_epochs`` epochs; it is an ordinary run directory under
   ``<cache_dir>/warmstart/<name>/``, so its config, history and metrics are on disk;
+  ``<name>`` spells and hashes every setting it takes from the run (`PRETRAINING_KEYS`);
 - weights: the trained network's state dict in torchvision's layout (``backbone.pt``).
   ProtoEFNet loads stem–layer3 from it, the black box everything but ``fc``, so the
   comparison of the two stays fair: the same start for both.
@@ -21,6 +22,8 @@ the same (synthetic) domain. README, "Two recipes", gives what it changes.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import pathlib
 
 import torch
@@ -29,7 +32,7 @@ from ..config import Config, from_dict
 from ..files import atomic_path
 from . import runs
 
-__all__ = ["WARM_START", "CORPUS_SEED", "warm_start_config", "warm_start_dir", "save_backbone_weights"]
+__all__ = ["WARM_START", "CORPUS_SEED", "PRETRAINING_KEYS", "warm_start_config", "warm_start_dir", "save_backbone_weights"]
 
 WARM_START = "synthetic-warmstart"  # the value of model.weights that asks for it
 CORPUS_SEED = 1000
@@ -55,12 +58,33 @@ def warm_start_config(config: Config) -> Config:
     return pretrain
 
 
+# What the pretraining run takes from the run that asks for it and that changes the weights it
+# learns. The folder name spells the main ones and hashes all of them, so runs that differ in
+# any of these get their own warm start; runs that differ only elsewhere (τ, Δl, loss weights,
+# the ProtoEFNet learning rates, seeds) share one, as a comparison of them must.
+PRETRAINING_KEYS = (
+    "model.backbone", "model.warm_start_videos", "model.warm_start_epochs",
+    "data.clip_length", "data.period", "data.resize", "data.batch_size", "data.augment", "data.rotation_degrees",
+    "data.oversample", "data.oversample_threshold",
+    "optim.plateau_factor", "optim.plateau_patience", "optim.min_lr", "optim.plateau_cooldown",
+)
+
+
 def warm_start_dir(config: Config) -> pathlib.Path:
-    """Where the warm start of `config` lives: one folder per backbone, clip shape and budget."""
+    """Where the warm start of `config` lives: one folder per value of `PRETRAINING_KEYS`
+    (backbone, clip shape, corpus, budget and batch readable in the name, the rest in its
+    hash), so a cached warm start is never reused for a run that would pretrain another."""
     d, m = config.data, config.model
+    settings = {key: _value(config, key) for key in PRETRAINING_KEYS}
+    digest = hashlib.sha1(json.dumps([CORPUS_SEED, WARM_START_LR, settings], sort_keys=True).encode()).hexdigest()[:8]
     name = (f"{m.backbone}-T{d.clip_length}p{d.period}-{d.resize}px-seed{CORPUS_SEED}"
-            f"-v{m.warm_start_videos}-e{m.warm_start_epochs}-b{d.batch_size}")
+            f"-v{m.warm_start_videos}-e{m.warm_start_epochs}-b{d.batch_size}-{digest}")
     return pathlib.Path(d.cache_dir) / "warmstart" / name
+
+
+def _value(config: Config, key: str):
+    section, name = key.split(".")
+    return getattr(getattr(config, section), name)
 
 
 def save_backbone_weights(run_dir: pathlib.Path, path: pathlib.Path) -> pathlib.Path:
