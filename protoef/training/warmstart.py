@@ -75,16 +75,12 @@ def warm_start_dir(config: Config) -> pathlib.Path:
     (backbone, clip shape, corpus, budget and batch readable in the name, the rest in its
     hash), so a cached warm start is never reused for a run that would pretrain another."""
     d, m = config.data, config.model
-    settings = {key: _value(config, key) for key in PRETRAINING_KEYS}
+    flat = runs.flatten(config.to_dict())
+    settings = {key: flat[key] for key in PRETRAINING_KEYS}
     digest = hashlib.sha1(json.dumps([CORPUS_SEED, WARM_START_LR, settings], sort_keys=True).encode()).hexdigest()[:8]
     name = (f"{m.backbone}-T{d.clip_length}p{d.period}-{d.resize}px-seed{CORPUS_SEED}"
             f"-v{m.warm_start_videos}-e{m.warm_start_epochs}-b{d.batch_size}-{digest}")
     return pathlib.Path(d.cache_dir) / "warmstart" / name
-
-
-def _value(config: Config, key: str):
-    section, name = key.split(".")
-    return getattr(getattr(config, section), name)
 
 
 def save_backbone_weights(run_dir: pathlib.Path, path: pathlib.Path) -> pathlib.Path:
