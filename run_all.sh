@@ -41,6 +41,7 @@ done
 # shellcheck source=tools/env.sh
 source "$ROOT/tools/env.sh"
 protoef_ensure_env
+protoef_export_numerics
 
 if [ "$mode" = test ]; then
     exec "$PYTHON" -m pytest "${pytest_args[@]}"

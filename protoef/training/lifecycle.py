@@ -128,8 +128,12 @@ def _start(config: Config, out: pathlib.Path, *, resume: bool) -> _Run:
                    else (config.model.label_min, config.model.label_max))
     if context.main:
         runs.atomic_write_text(out / "config.json", config.to_json() + "\n")
-        runs.write_json(out / "environment.json", runs.environment(context.device) | {
+        environment = runs.environment(context.device)
+        runs.write_json(out / "environment.json", environment | {
             "data_root": str(root), "training_videos": sets["train"].video_summary()})  # what predict compares with
+        for problem in environment["numerics"]["problems"]:
+            print(f"[train] warning: the pinned numerical environment did not take effect ({problem}): this run's "
+                  "numbers are this machine's, not the README's (protoef.numerics)")
 
     # The initial weights depend on the seed alone, not on how much randomness the data
     # code (e.g. `feature_size`) happened to draw before.

@@ -3,7 +3,7 @@
 Layout of a run directory (see README, "Run directory"):
 
     config.json         the resolved config (profile + overrides + computed mean/std)
-    environment.json    versions, device, git commit, command line
+    environment.json    versions, device, git commit, command line, pinned numerics, lock differences
     history.csv         one row per epoch: losses, validation metrics, learning rates
     metrics.json        validation/test metrics before and after the push (written last)
     predictions.csv     per test video: EF, prediction, top-3 prototypes with labels and β
@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .. import numerics
 from ..files import atomic_path
 
 __all__ = ["CheckpointError", "RunLockedError", "atomic_write_text", "write_json", "write_csv", "write_npz", "save_checkpoint",
@@ -135,6 +136,11 @@ def environment(device: torch.device) -> dict:
         "cuda_available": torch.cuda.is_available(),
         "git_commit": _git_commit(),
         "command": sys.argv,
+        # The pinned numerical environment and whether it took effect, and how the installed
+        # versions differ from requirements.lock: the two things that decide whether this
+        # run's numbers are the README's (README, "Same numbers on every machine").
+        "numerics": numerics.state(),
+        "lock": numerics.lock_differences(),
     }
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
