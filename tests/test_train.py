@@ -311,3 +311,17 @@ def test_torchrun_two_processes_on_cpu_write_one_run(cache, tmp_path):
     assert list(history["epoch"]) == [1, 2]
     assert json.loads((out / "metrics.json").read_text())["test"]["post_push"]["n"] == 3
     assert json.loads((out / "environment.json").read_text())["data_root"] == str(root)
+
+
+def test_local_beta_candidates_train_end_to_end(cache, tmp_path):
+    out = tmp_path / "local"
+    fit(smoke(cache, **{"optim.epochs": 1, "loss.expected_label_error": 0.01, "loss.reverse_soft_label": 1.0,
+                        "model.beta_top_k": 3}), out)
+    history = pd.read_csv(out / "history.csv")
+    for column in ("train_expected_label_error", "train_reverse_soft_label", "train_grad_expected_label_error_prototypes",
+                   "train_grad_reverse_soft_label_features"):
+        assert np.isfinite(history[column]).all() and (history[column] > 0).all(), column
+    # VAL is one clip per video, so a top-3 β holds all its mass on three prototypes.
+    assert history["val_top3_beta"].iloc[0] == pytest.approx(1.0, abs=1e-6)
+    metrics = _metrics(out)
+    assert metrics["val"]["post_push"]["top3_beta"] == pytest.approx(1.0, abs=1e-6)
