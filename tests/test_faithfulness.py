@@ -66,6 +66,11 @@ def test_deletion_finds_the_region_the_similarity_depends_on():
     # Prototype 1 reads cell (3, 3), which holds 0: nothing to drop either way.
     other = faithfulness.deletion_test(model, region_clip(), 1, fraction=1 / 16, repeats=5)
     assert other["drop_top"] == pytest.approx(0.0) and other["drop_random"] == pytest.approx(0.0)
+    # One spatial set for every frame: the map's time mean still peaks on (0, 0); a random cell
+    # hits it in both slots at once, with probability 1/16.
+    pooled = faithfulness.deletion_test(model, region_clip(), 0, fraction=1 / 16, repeats=400, per_slot=False,
+                                        generator=torch.Generator().manual_seed(2))
+    assert pooled["drop_top"] == pytest.approx(1.0) and pooled["drop_random"] == pytest.approx(1 / 16, abs=0.03)
     table = faithfulness.deletion_table(model, torch.stack([region_clip(), region_clip()]), fraction=1 / 16, repeats=50)
     assert list(table["prototype"]) == [0, 0] and (table["ratio"] > 3).all()  # top-β prototype: 0
 
@@ -125,6 +130,25 @@ def test_randomization_flags_a_map_that_ignores_the_parameters():
     video = torch.rand(3, T, H, W)
     table = faithfulness.model_randomization_test(InputMaps(), video, layers=["head"], mode="all")
     assert np.allclose(table["spearman"], 1.0) and np.allclose(table["ssim"], 1.0)
+
+
+def test_randomization_test_takes_gradcam_as_the_map():
+    class WithUnused(nn.Module):  # Grad-CAM at conv2; `unused` is on no path to the output
+        def __init__(self):
+            super().__init__()
+            self.net, self.unused = TwoConvNet(), nn.Linear(3, 3)
+
+        def forward(self, x):
+            return self.net(x)
+
+    torch.manual_seed(5)
+    model, video = WithUnused().eval(), torch.randn(3, 4, 12, 12)
+    table = faithfulness.model_randomization_test(
+        model, video, layers=["unused", "net.conv2"], mode="independent",
+        map_fn=lambda m, v: gradcam(m, v, layer="net.conv2")[None].numpy())
+    unused, conv2 = table[table["layer"] == "unused"].iloc[0], table[table["layer"] == "net.conv2"].iloc[0]
+    assert unused["spearman"] == pytest.approx(1.0) and unused["ssim"] == pytest.approx(1.0)
+    assert conv2["spearman"] < 0.9
 
 
 # --------------------------------------------------------------------------- input noise

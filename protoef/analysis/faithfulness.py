@@ -77,7 +77,7 @@ def _random_cells(shape: tuple[int, int, int], count: int, generator: torch.Gene
 
 
 def deletion_test(model: nn.Module, video: Tensor, prototype: int, *, fraction: float = 0.25, repeats: int = 10,
-                  fill: float = 0.0, generator: torch.Generator | None = None) -> dict[str, float]:
+                  fill: float = 0.0, per_slot: bool = True, generator: torch.Generator | None = None) -> dict[str, float]:
     """Similarity drop of prototype `prototype` when its map's top cells are occluded vs random cells.
 
     video (3, T, H, W), model input. Per time slot of the map (T', H', W'), the
@@ -85,15 +85,23 @@ def deletion_test(model: nn.Module, video: Tensor, prototype: int, *, fraction: 
     normalised input) in every frame of that slot; the random arm occludes as many uniformly
     drawn cells per slot, `repeats` times. Returns ``similarity`` (s_k of the clean clip),
     ``drop_top`` (s_k − s_k occluded), ``drop_random`` and ``drop_random_sd`` (mean and sd over
-    the random draws) and ``cells`` (the count per slot)."""
+    the random draws) and ``cells`` (the count per slot). ``per_slot=False`` ranks the cells of
+    the map's mean over time instead and occludes the same cells in every frame (and one
+    random spatial draw for all slots)."""
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
     device = video.device
     clean = _forward(model, video[None])
     similarity = float(clean.similarities[0, prototype])
     occurrence_map = clean.occurrence_maps[0, prototype].float().cpu()             # (T', H', W')
     count = max(1, int(round(fraction * occurrence_map.shape[1] * occurrence_map.shape[2])))
-    masks = [_top_cells(occurrence_map, count)] + [_random_cells(occurrence_map.shape, count, generator)
-                                                   for _ in range(repeats)]
+    if per_slot:
+        masks = [_top_cells(occurrence_map, count)] + [_random_cells(occurrence_map.shape, count, generator)
+                                                       for _ in range(repeats)]
+    else:  # one spatial set for the whole clip, broadcast over the time slots
+        spatial = (1, *occurrence_map.shape[1:])
+        masks = [_top_cells(occurrence_map.mean(0, keepdim=True), count)] + [
+            _random_cells(spatial, count, generator) for _ in range(repeats)]
+        masks = [mask.expand(occurrence_map.shape) for mask in masks]
     occluded = video[None].repeat(len(masks), 1, 1, 1, 1)                             # (1 + R, 3, T, H, W)
     for index, cells in enumerate(masks):
         pixels = occlusion_mask(cells, tuple(video.shape[1:])).to(device)            # (T, H, W)
