@@ -203,3 +203,14 @@ def test_gradcam_matches_captum_layer_gradcam(case):
     torch.testing.assert_close(ours, reference, rtol=1e-4, atol=1e-6 * float(reference.abs().max()))
     scaled = gradcam(model, video, layer=layer)  # normalised to max 1 per clip
     torch.testing.assert_close(scaled, reference / reference.flatten(1).amax(1).view(-1, 1, 1, 1), rtol=1e-4, atol=1e-6)
+
+
+def test_deletion_and_stability_run_on_protoefnet_shapes(tiny_protoefnet):
+    torch.manual_seed(6)
+    clips = torch.randn(2, 3, 8, 32, 32)  # maps of 2 × 4 × 4 cells
+    table = faithfulness.deletion_table(tiny_protoefnet, clips, prototypes=[0, 2], fraction=0.25, repeats=3)
+    assert list(table["prototype"]) == [0, 2, 0, 2] and (table["cells"] == 4).all()
+    assert np.isfinite(table[["similarity", "drop_top", "drop_random"]].to_numpy()).all()
+    stability = faithfulness.noise_stability(tiny_protoefnet, clips[0], noise_std=0.05, repeats=3, top=3)
+    assert all(0.0 <= stability[key] <= 1.0 for key in ("top_set_overlap", "top1_unchanged", "argmax_unchanged"))
+    assert stability["argmax_shift_cells"] >= 0.0
