@@ -75,6 +75,9 @@ class ModelConfig:
     # [label_min, label_max], so no label lies where no training clip can be pushed (the run
     # records the range in metrics.json, "initial"; README, "Two recipes").
     labels_from_train: bool = False
+    # Candidate for a local β (issue 17; 0 = off in every profile, not yet screened on VAL): the
+    # softmax of the head over each clip's beta_top_k most similar prototypes only.
+    beta_top_k: int = 0
 
 
 @dataclass
@@ -95,6 +98,9 @@ class LossConfig:
     soft_label: float = 0.0  # weight: KL(q || β), q a Gaussian over prototype labels centred on the EF
     soft_label_sigma: float = 5.0  # width of q in EF points
     psd_label_aware: bool = False  # PSD over batch clips within Δl of each prototype's label only
+    # Candidates for a local β (issue 17; 0 in every profile, not yet screened on VAL):
+    expected_label_error: float = 0.0  # weight: Σ_k β_k (l_k − y)² = (ŷ − y)² + Var_β(l)
+    reverse_soft_label: float = 0.0  # weight: KL(β || q), q the soft-label target (σ = soft_label_sigma)
 
 
 @dataclass
@@ -159,6 +165,9 @@ class Config:
                             "(expected label_min < label_max)")
         if self.model.kind == "protoefnet" and 1 <= self.model.num_prototypes < self.loss.cluster_k:
             problems.append(f"loss.cluster_k = {self.loss.cluster_k!r} (expected at most model.num_prototypes = "
+                            f"{self.model.num_prototypes})")
+        if self.model.kind == "protoefnet" and 1 <= self.model.num_prototypes < self.model.beta_top_k:
+            problems.append(f"model.beta_top_k = {self.model.beta_top_k!r} (expected at most model.num_prototypes = "
                             f"{self.model.num_prototypes})")
         if problems:
             raise ValueError("invalid config: " + "; ".join(problems) + ". Set a valid value, e.g. --set KEY=VALUE "
@@ -381,9 +390,10 @@ VALID_RANGES: list[tuple[str, typing.Callable[[typing.Any], bool], str]] = [
     ("model.num_prototypes", _at_least(1), "an int >= 1"),
     ("model.prototype_dim", _at_least(1), "an int >= 1"),
     ("model.tau", lambda value: value > 0.0, "> 0 (the softmax temperature of the similarities)"),
+    ("model.beta_top_k", _at_least(0), "an int >= 0 (0: β over every prototype)"),
     *[(f"loss.{name}", _at_least(0.0), ">= 0 (a loss weight)")
       for name in ("mse", "cluster", "psd", "pas", "occurrence", "orthogonality", "transformation", "theta_l1",
-                   "separation", "soft_label")],
+                   "separation", "soft_label", "expected_label_error", "reverse_soft_label")],
     ("loss.soft_label_sigma", lambda value: value > 0.0, "> 0 (EF points)"),
     ("data.synthetic_val_fraction", lambda value: 0.0 <= value < 1.0, "a share in [0, 1)"),
     ("data.synthetic_test_fraction", lambda value: 0.0 <= value < 1.0, "a share in [0, 1)"),

@@ -11,6 +11,10 @@ visible (README, "Is the model interpretable?"):
   sparsity of docs/method.md §6 (prototypes covering 80 % of the β mass).
 - `top1_label_error`: how far the label of the top-β prototype is from the true EF
   (median, and the share within ±10 EF points): does the explanation point at the answer?
+- `beta_locality`: is β local around the true EF? The β mass on prototypes whose label
+  is within ±10 EF points of it, the label spread under β, sqrt(Σ_k β_k (l_k − ŷ)²) in EF
+  points, whether that spread is calibrated (share of videos with |y − ŷ| ≤ 2 · spread) and
+  the top-3 β mass (issue 17: MSE alone is met by a β of any width with the right mean).
 - `far_pair_angle_degrees`: mean angle between prototypes whose labels are > Δl apart,
   the quantity PAS raises; compare with its value at initialisation.
 - `ef_range_summary`: per EF range (< 40, 40–50, ≥ 50) the MAE and how many distinct
@@ -33,10 +37,12 @@ from .metrics import EF_GROUPS, sparsity
 __all__ = [
     "similarity_gap", "attention_summary", "top1_label_error", "pairwise_angles", "far_near_angles",
     "far_pair_angle_degrees", "top_prototypes",
-    "ef_range_summary", "interpretability_summary", "loss_gradient_norms", "TOP1_WINDOW",
+    "ef_range_summary", "interpretability_summary", "loss_gradient_norms", "beta_locality", "TOP1_WINDOW",
+    "LOCAL_WINDOW",
 ]
 
 TOP1_WINDOW = 10.0  # EF points: the top-1 label "points at the answer" when this close
+LOCAL_WINDOW = 10.0  # EF points: β mass on labels this close to the true EF counts as local
 
 
 def _numpy(values) -> np.ndarray:
@@ -70,6 +76,29 @@ def top1_label_error(weights, labels, targets, window: float = TOP1_WINDOW) -> d
     error = np.abs(l[beta.argmax(axis=1)] - y)
     return {"top1_label_median_error": float(np.median(error)),
             "top1_label_within_10": float((error <= window).mean())}
+
+
+def beta_locality(weights, labels, targets, window: float = LOCAL_WINDOW, top: int = 3) -> dict[str, float]:
+    """How local β is around the true EF, each the mean (or share) over videos:
+
+    - ``beta_mass_within_10``: Σ_k β_k [|l_k − y| ≤ window];
+    - ``beta_label_spread``: sqrt(Σ_k β_k (l_k − ŷ)²) in EF points, ŷ = Σ_k β_k l_k (the
+      model's prediction: β is renormalised to sum 1 first);
+    - ``beta_spread_calibration``: share of videos with |y − ŷ| ≤ 2 · spread (a Gaussian
+      with that sd would give ≈ 0.95);
+    - ``top3_beta``: the mass of the `top` largest β.
+
+    weights (N, P), labels (P,), targets (N,) EF in percent."""
+    beta, l, y = _numpy(weights), _numpy(labels), _numpy(targets)
+    beta = beta / beta.sum(axis=1, keepdims=True)                   # (N, P)
+    ef_hat = beta @ l                                               # (N,)
+    near = np.abs(l[None, :] - y[:, None]) <= window                # (N, P)
+    spread = np.sqrt((beta * (l[None, :] - ef_hat[:, None]) ** 2).sum(axis=1))  # (N,) EF points
+    largest = -np.sort(-beta, axis=1)[:, :top]                      # (N, top)
+    return {"beta_mass_within_10": float((beta * near).sum(axis=1).mean()),
+            "beta_label_spread": float(spread.mean()),
+            "beta_spread_calibration": float((np.abs(y - ef_hat) <= 2.0 * spread).mean()),
+            "top3_beta": float(largest.sum(axis=1).mean())}
 
 
 def pairwise_angles(prototypes) -> np.ndarray:
@@ -134,6 +163,7 @@ def interpretability_summary(predictions: dict, labels, delta: float) -> dict[st
     return {"similarity_gap": similarity_gap(predictions["similarities"], y, labels, delta),
             **attention_summary(predictions["weights"]),
             **top1_label_error(predictions["weights"], labels, y),
+            **beta_locality(predictions["weights"], labels, y),
             **ef_range_summary(y, predictions["prediction"], predictions["weights"])}
 
 

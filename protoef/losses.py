@@ -4,7 +4,8 @@
 
 The optional terms include this project's remedies against the collapse of every
 similarity towards 1 (separation, soft_label, the label-aware PSD); they are off in the
-paper's recipe.
+paper's recipe. Two candidates for a local β (issue 17: expected_label_error,
+reverse_soft_label) are off in every profile.
 
 Each function reproduces the reduction docs/method.md §3 states (which is the official code's),
 including its quirks: masked-out similarities count as 0 in the cluster top-k, and the PAS
@@ -92,10 +93,20 @@ def separation_loss(similarities: Tensor, targets: Tensor, prototype_labels: Ten
     return (per_sample * has_far).sum() / has_far.sum().clamp_min(1)
 
 
+def _soft_label_logits(targets: Tensor, prototype_labels: Tensor, sigma: float) -> Tensor:
+    """-(l_k - y_i)^2 / (2 sigma^2), the unnormalised log of the soft-label target. (N,), (P,) -> (N, P)"""
+    gap = prototype_labels[None, :] - targets.to(prototype_labels.dtype)[:, None]  # (N, P)
+    return -gap.square() / (2.0 * sigma ** 2)
+
+
 def soft_label_target(targets: Tensor, prototype_labels: Tensor, sigma: float = 5.0) -> Tensor:
     """q_ik proportional to exp(-(l_k - y_i)^2 / (2 sigma^2)), rows summing to 1. (N,), (P,) -> (N, P)"""
-    gap = prototype_labels[None, :] - targets.to(prototype_labels.dtype)[:, None]  # (N, P)
-    return torch.softmax(-gap.square() / (2.0 * sigma ** 2), dim=1)
+    return torch.softmax(_soft_label_logits(targets, prototype_labels, sigma), dim=1)
+
+
+def soft_label_log_target(targets: Tensor, prototype_labels: Tensor, sigma: float = 5.0) -> Tensor:
+    """ln q of `soft_label_target`, computed as a log-softmax (finite where q underflows). (N, P)"""
+    return torch.log_softmax(_soft_label_logits(targets, prototype_labels, sigma), dim=1)
 
 
 def soft_label_loss(weights: Tensor, targets: Tensor, prototype_labels: Tensor, sigma: float = 5.0,
@@ -106,6 +117,27 @@ def soft_label_loss(weights: Tensor, targets: Tensor, prototype_labels: Tensor, 
     q = soft_label_target(targets, prototype_labels, sigma).to(weights.dtype)  # (N, P)
     kl = q * (torch.log(q.clamp_min(eps)) - torch.log(weights.clamp_min(eps)))
     return kl.sum(dim=1).mean()
+
+
+def reverse_soft_label_loss(weights: Tensor, targets: Tensor, prototype_labels: Tensor, sigma: float = 5.0,
+                            eps: float = 1e-12) -> Tensor:
+    """KL(beta || q), q the soft-label target (`soft_label_target`, same sigma; remedy candidate
+    of issue 17, weight 0 by default). Mode-seeking where KL(q || beta) is mass-covering: mass
+    of beta on labels far from the EF costs beta * (l - y)^2 / (2 sigma^2), so a wide beta is
+    punished, not only a beta that misses the truth. 0 exactly when beta = q.
+    weights (N, P) -> (), mean over samples; ln beta clamped at eps (0 * ln 0 counts as 0)."""
+    log_q = soft_label_log_target(targets, prototype_labels, sigma).to(weights.dtype)  # (N, P)
+    kl = weights * (torch.log(weights.clamp_min(eps)) - log_q)                          # (N, P)
+    return kl.sum(dim=1).mean()
+
+
+def expected_label_error_loss(weights: Tensor, targets: Tensor, prototype_labels: Tensor) -> Tensor:
+    """mean_i sum_k beta_ik (l_k - y_i)^2 in EF points squared (remedy candidate of issue 17,
+    weight 0 by default). Equal to (y_hat_i - y_i)^2 + Var_beta(l): the squared error plus the
+    label variance under beta, so unlike MSE it asks for a narrow beta, not only its mean.
+    weights (N, P), targets (N,), prototype_labels (P,) -> ()."""
+    gap = prototype_labels[None, :].to(weights.dtype) - targets.to(weights.dtype)[:, None]  # (N, P)
+    return (weights * gap.square()).sum(dim=1).mean()
 
 
 def pas_loss(prototypes: Tensor, prototype_labels: Tensor, delta: float = 5.0,
@@ -195,12 +227,14 @@ class ProtoEFLoss(nn.Module):
                  pas: float = 0.1, occurrence: float = 1e-4, orthogonality: float = 0.0,
                  transformation: float = 0.0, theta_l1: float = 0.0, separation: float = 0.0,
                  soft_label: float = 0.0, delta: float = 5.0, k: int = 3, occurrence_p: float = 2,
-                 soft_label_sigma: float = 5.0, psd_label_aware: bool = False) -> None:
+                 soft_label_sigma: float = 5.0, psd_label_aware: bool = False,
+                 expected_label_error: float = 0.0, reverse_soft_label: float = 0.0) -> None:
         super().__init__()
         self.weights = {"mse": mse, "cluster": cluster, "psd": psd, "pas": pas,
                         "occurrence": occurrence, "orthogonality": orthogonality,
                         "transformation": transformation, "theta_l1": theta_l1,
-                        "separation": separation, "soft_label": soft_label}
+                        "separation": separation, "soft_label": soft_label,
+                        "expected_label_error": expected_label_error, "reverse_soft_label": reverse_soft_label}
         self.delta, self.k, self.occurrence_p = delta, k, occurrence_p
         self.soft_label_sigma, self.psd_label_aware = soft_label_sigma, psd_label_aware
 
@@ -228,6 +262,10 @@ class ProtoEFLoss(nn.Module):
             terms["separation"] = separation_loss(output.similarities, targets, labels, self.delta)
         if w["soft_label"] != 0:
             terms["soft_label"] = soft_label_loss(output.weights, targets, labels, self.soft_label_sigma)
+        if w["expected_label_error"] != 0:
+            terms["expected_label_error"] = expected_label_error_loss(output.weights, targets, labels)
+        if w["reverse_soft_label"] != 0:
+            terms["reverse_soft_label"] = reverse_soft_label_loss(output.weights, targets, labels, self.soft_label_sigma)
         if w["transformation"] != 0:
             if video is None:
                 raise ValueError("the transformation loss has a non-zero weight: pass video=")
@@ -247,7 +285,8 @@ class ProtoEFLoss(nn.Module):
 
 
 __all__ = [
-    "ProtoEFLoss", "cluster_loss", "mse_loss", "occurrence_loss", "orthogonality_loss",
-    "pas_loss", "psd_loss", "random_affine", "separation_loss", "soft_label_loss", "soft_label_target",
+    "ProtoEFLoss", "cluster_loss", "expected_label_error_loss", "mse_loss", "occurrence_loss", "orthogonality_loss",
+    "pas_loss", "psd_loss", "random_affine", "reverse_soft_label_loss", "separation_loss", "soft_label_log_target",
+    "soft_label_loss", "soft_label_target",
     "theta_l1_loss", "transformation_loss",
 ]

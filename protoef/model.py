@@ -175,12 +175,13 @@ class ProtoEFNet(nn.Module):
 
     def __init__(self, *, num_prototypes: int = 40, prototype_dim: int = 256, tau: float = 0.2,
                  backbone: str = "r2plus1d_18", weights: str | os.PathLike | None = None,
-                 label_range: tuple[float, float] = (10.0, 90.0)) -> None:
+                 label_range: tuple[float, float] = (10.0, 90.0), beta_top_k: int = 0) -> None:
         super().__init__()
         # Everything needed to rebuild the architecture: ProtoEFNet(**model.config).
         self.config = dict(num_prototypes=num_prototypes, prototype_dim=prototype_dim, tau=tau,
-                           backbone=backbone, label_range=tuple(label_range))
+                           backbone=backbone, label_range=tuple(label_range), beta_top_k=beta_top_k)
         self.tau = tau
+        self.beta_top_k = beta_top_k  # 0: β over every prototype (the paper); k: over the k most similar
         self.backbone = build_backbone(backbone, weights=weights)
         c = BACKBONE_CHANNELS
         self.feature_module = nn.Sequential(
@@ -220,9 +221,16 @@ class ProtoEFNet(nn.Module):
     def head(self, similarities: Tensor) -> tuple[Tensor, Tensor]:
         """Soft attention over prototype labels: (N, P) -> ef (N,), beta (N, P).
 
-        ef is a convex combination of the labels, hence inside [min l, max l].
+        ef is a convex combination of the labels, hence inside [min l, max l]. With
+        ``beta_top_k`` = k (0 < k < P) the softmax runs over each row's k largest logits
+        θ_k s_k / τ only (ties: torch.topk's choice); the other β are exactly 0 and pass no gradient.
         """
-        weights = torch.softmax(self.theta * similarities / self.tau, dim=1)  # (N, P)
+        logits = self.theta * similarities / self.tau                          # (N, P)
+        if 0 < self.beta_top_k < logits.shape[1]:
+            kept = logits.topk(self.beta_top_k, dim=1).indices                 # (N, k)
+            inside = torch.zeros_like(logits, dtype=torch.bool).scatter_(1, kept, True)  # (N, P)
+            logits = logits.masked_fill(~inside, float("-inf"))
+        weights = torch.softmax(logits, dim=1)                                 # (N, P)
         # A product and a sum, not a matmul: autocast would run a matmul in bf16 (EF +-0.25).
         ef = (weights * self.prototype_labels).sum(dim=1)                     # (N,)
         return ef, weights

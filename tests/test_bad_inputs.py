@@ -273,6 +273,11 @@ def test_rejected_predict_creates_no_output_folder(finished_run, tmp_path, capsy
     ("optim.plateau_factor=1.5", "optim.plateau_factor = 1.5 (expected a factor in (0, 1))"),
     ("device=tpu", "device = 'tpu' (expected auto, cpu, mps, cuda or cuda:N)"),
     ("data.synthetic_videos=2", "data.synthetic_videos = 2 (expected an int >= 3"),
+    ("loss.expected_label_error=-1", "loss.expected_label_error = -1.0 (expected >= 0 (a loss weight))"),
+    ("loss.reverse_soft_label=-0.5", "loss.reverse_soft_label = -0.5 (expected >= 0 (a loss weight))"),
+    ("loss.reverse_soft_label=inf", "loss.reverse_soft_label = inf (expected >= 0 (a loss weight))"),
+    ("model.beta_top_k=-1", "model.beta_top_k = -1 (expected an int >= 0 (0: β over every prototype))"),
+    ("model.beta_top_k=11", "model.beta_top_k = 11 (expected at most model.num_prototypes = 10)"),
 ])
 def test_out_of_range_values_are_refused_before_anything_runs(override, expected, tmp_path, capsys):
     out = tmp_path / "run"

@@ -46,3 +46,16 @@ def test_config_round_trips_through_json():
     again = from_dict(json.loads(config.to_json()))
     assert again == config
     assert apply_overrides(again, {}) == config
+
+
+def test_local_beta_candidates_are_off_in_every_profile_and_reach_the_model_and_loss():
+    from protoef.training.build import build_loss, build_model
+
+    for profile in ("paper", "demo", "smoke"):
+        config = resolve(profile)
+        assert (config.loss.expected_label_error, config.loss.reverse_soft_label, config.model.beta_top_k) == (0.0, 0.0, 0)
+    config = resolve("smoke", {"loss.expected_label_error": 0.5, "loss.reverse_soft_label": 2.0, "model.beta_top_k": 3,
+                               "model.weights": None})
+    weights = build_loss(config).weights
+    assert (weights["expected_label_error"], weights["reverse_soft_label"]) == (0.5, 2.0)
+    assert build_model(config).beta_top_k == 3

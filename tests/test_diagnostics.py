@@ -75,3 +75,35 @@ def test_loss_gradient_norms_match_hand_gradients():
     assert norms["grad_b_features"] == pytest.approx(2.0 * 3.0 * math.sqrt(3))
     assert norms["grad_b_prototypes"] == pytest.approx(2.0)
     assert not any(key.startswith("grad_off") for key in norms)
+
+
+def test_beta_locality_hand_computed():
+    from protoef.diagnostics import beta_locality, interpretability_summary
+
+    labels = [30.0, 50.0, 70.0, 90.0]
+    beta = [[0.1, 0.6, 0.2, 0.1],   # EF 48
+            [0.0, 0.5, 0.5, 0.0]]   # EF 85
+    targets = [48.0, 85.0]
+    # Video 1: ŷ = 3 + 30 + 14 + 9 = 56. Labels within ±10 of 48: only 50 → mass 0.6.
+    #   spread² = 0.1·26² + 0.6·6² + 0.2·14² + 0.1·34² = 67.6 + 21.6 + 39.2 + 115.6 = 244;
+    #   |48 − 56| = 8 ≤ 2·√244 ≈ 31.2: calibrated. Top-3 mass 0.6 + 0.2 + 0.1 = 0.9.
+    # Video 2: ŷ = 25 + 35 = 60. Within ±10 of 85: only 90, which has β 0 → mass 0.
+    #   spread² = 0.5·10² + 0.5·10² = 100 → 10; |85 − 60| = 25 > 20: not calibrated. Top-3 mass 1.
+    result = beta_locality(beta, labels, targets)
+    assert result["beta_mass_within_10"] == pytest.approx((0.6 + 0.0) / 2, rel=1e-12)
+    assert result["beta_label_spread"] == pytest.approx((math.sqrt(244.0) + 10.0) / 2, rel=1e-12)
+    assert result["beta_spread_calibration"] == pytest.approx(0.5)
+    assert result["top3_beta"] == pytest.approx((0.9 + 1.0) / 2, rel=1e-12)
+    # The window is inclusive: labels 50 and 70 are exactly 10 from EF 60 (video 2 moved to 60, error 0).
+    moved = beta_locality(beta, labels, [48.0, 60.0])
+    assert moved["beta_mass_within_10"] == pytest.approx((0.6 + 1.0) / 2, rel=1e-12)
+    assert moved["beta_spread_calibration"] == pytest.approx(1.0)
+    # A one-hot β on the right label: all mass local, zero spread, error 0 ≤ 0 counts as calibrated.
+    assert beta_locality([[0.0, 1.0, 0.0, 0.0]], labels, [50.0]) == pytest.approx(
+        {"beta_mass_within_10": 1.0, "beta_label_spread": 0.0, "beta_spread_calibration": 1.0, "top3_beta": 1.0})
+    # They reach every run through interpretability_summary.
+    predictions = {"ef": np.array(targets), "prediction": np.array([56.0, 60.0]), "weights": np.array(beta),
+                   "similarities": np.zeros((2, 4))}
+    summary = interpretability_summary(predictions, np.array(labels), 5.0)
+    assert summary["beta_mass_within_10"] == pytest.approx(0.3, rel=1e-12)
+    assert summary["top3_beta"] == pytest.approx(0.95, rel=1e-12)

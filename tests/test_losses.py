@@ -348,3 +348,92 @@ def test_remedy_terms_enter_the_total_only_with_their_weights():
         + 3.0 * soft_label_loss(beta, y, model.prototype_labels, 4.0)
     assert total.item() == pytest.approx(expected.item(), rel=1e-12)
     assert set(terms) >= {"separation", "soft_label"}
+
+
+# --------------------------------------------------------------------------- local-β candidates (issue 17)
+
+def test_expected_label_error_hand_computed_and_its_identity():
+    from protoef.losses import expected_label_error_loss
+
+    labels = torch.tensor([40.0, 50.0, 60.0], dtype=f64)
+    beta = torch.tensor([[0.2, 0.5, 0.3], [1.0, 0.0, 0.0]], dtype=f64)
+    y = torch.tensor([52.0, 40.0], dtype=f64)
+    # Sample 1: 0.2·12² + 0.5·2² + 0.3·8² = 28.8 + 2 + 19.2 = 50; it is (ŷ − y)² + Var_β(l) with
+    #   ŷ = 8 + 25 + 18 = 51: 1 + (0.2·11² + 0.5·1² + 0.3·9²) = 1 + 24.2 + 0.5 + 24.3 = 50.
+    # Sample 2: all mass on the true label: 0. Mean 25.
+    assert expected_label_error_loss(beta, y, labels).item() == pytest.approx(25.0, rel=1e-12)
+    # The identity on random β, checked against numpy: E_β[(l − y)²] = (ŷ − y)² + Var_β(l).
+    rng = np.random.default_rng(3)
+    b = rng.dirichlet(np.ones(6), size=5)
+    l, t = rng.uniform(10, 90, 6), rng.uniform(10, 90, 5)
+    ef_hat = b @ l
+    variance = (b * (l[None] - ef_hat[:, None]) ** 2).sum(1)
+    got = expected_label_error_loss(torch.tensor(b), torch.tensor(t), torch.tensor(l)).item()
+    assert got == pytest.approx(float(np.mean((ef_hat - t) ** 2 + variance)), rel=1e-12)
+
+
+def test_reverse_soft_label_hand_computed():
+    from protoef.losses import reverse_soft_label_loss, soft_label_target
+
+    labels = torch.tensor([40.0, 50.0, 60.0], dtype=f64)
+    y = torch.tensor([50.0], dtype=f64)
+    beta = torch.tensor([[0.2, 0.5, 0.3]], dtype=f64)
+    # σ = 10: ln q_k = −(l_k − 50)²/200 − ln z with z = 1 + 2e^−0.5, so
+    # KL(β‖q) = Σ β ln β − Σ β ln q = Σ β ln β + (0.2·0.5 + 0.5·0 + 0.3·0.5) + ln z.
+    expected = 0.2 * math.log(0.2) + 0.5 * math.log(0.5) + 0.3 * math.log(0.3) + 0.25 + math.log(1 + 2 * math.exp(-0.5))
+    assert reverse_soft_label_loss(beta, y, labels, sigma=10.0).item() == pytest.approx(expected, rel=1e-12)
+    q = soft_label_target(y, labels, sigma=10.0)
+    assert reverse_soft_label_loss(q, y, labels, sigma=10.0).item() == pytest.approx(0.0, abs=1e-12)
+    # Far mass costs its full squared distance: labels 0 and 100, EF 0, σ = 1: ln q = (0, −5000) to
+    # double precision, so β = (½, ½) costs ln ½ + ½·5000 (a clamped q would cap it near ½·27.6).
+    far = torch.tensor([0.0, 100.0], dtype=f64)
+    half = torch.tensor([[0.5, 0.5]], dtype=f64)
+    zero = torch.tensor([0.0], dtype=f64)
+    assert reverse_soft_label_loss(half, zero, far, sigma=1.0).item() == pytest.approx(math.log(0.5) + 2500.0, rel=1e-12)
+    # 0 · ln 0 counts as 0: all mass on the nearest label costs −ln q_0 = ln(1 + e^−5000) = 0.
+    one_hot = torch.tensor([[1.0, 0.0]], dtype=f64)
+    assert reverse_soft_label_loss(one_hot, zero, far, sigma=1.0).item() == pytest.approx(0.0, abs=1e-12)
+
+
+@pytest.mark.parametrize("name", ["expected_label_error", "reverse_soft_label"])
+def test_local_beta_losses_have_finite_gradients_at_saturated_beta(name):
+    from protoef.losses import expected_label_error_loss, reverse_soft_label_loss
+
+    labels = torch.tensor([10.0, 30.0, 50.0, 70.0, 90.0], dtype=f64)
+    # Logits of ±1e3: β underflows to exact 0 and 1 on some rows; the labels sit 80 EF apart.
+    logits = torch.tensor([[1e3, -1e3, 0.0, 0.0, 0.0], [0.0] * 5, [-1e3, -1e3, -1e3, -1e3, 1e3]],
+                          dtype=f64, requires_grad=True)
+    y = torch.tensor([90.0, 50.0, 10.0], dtype=f64)
+    beta = torch.softmax(logits, dim=1)
+    value = (expected_label_error_loss(beta, y, labels) if name == "expected_label_error"
+             else reverse_soft_label_loss(beta, y, labels, sigma=3.0))
+    (grad,) = torch.autograd.grad(value, logits)
+    assert torch.isfinite(value) and torch.isfinite(grad).all() and grad.abs().sum() > 0
+
+
+def test_local_beta_terms_enter_the_total_and_the_gradient_diagnostics():
+    from protoef.diagnostics import loss_gradient_norms
+    from protoef.losses import expected_label_error_loss, reverse_soft_label_loss
+    from protoef.model import cosine_similarity
+
+    torch.manual_seed(1)
+    model = torch.nn.Module()
+    model.prototypes = torch.nn.Parameter(torch.rand(4, 6, dtype=f64))
+    model.register_buffer("prototype_labels", torch.tensor([20.0, 40.0, 60.0, 80.0], dtype=f64))
+    shared = torch.rand(3, 6, dtype=f64, requires_grad=True)  # stands in for the backbone output
+    s = cosine_similarity(shared[:, None], model.prototypes[None])  # (3, 4)
+    beta = torch.softmax(s / 0.2, dim=1)
+    output = ProtoEFOutput((beta * model.prototype_labels).sum(1), s, torch.rand(3, 4, 1, 2, 2, dtype=f64), beta)
+    y = torch.tensor([25.0, 55.0, 79.0], dtype=f64)
+    plain, plain_terms = ProtoEFLoss(occurrence=0.0)(output, y, model)
+    assert not {"expected_label_error", "reverse_soft_label"} & set(plain_terms)  # weight 0: not even computed
+    loss = ProtoEFLoss(occurrence=0.0, expected_label_error=0.5, reverse_soft_label=2.0, soft_label_sigma=4.0)
+    total, terms = loss(output, y, model)
+    expected = plain + 0.5 * expected_label_error_loss(beta, y, model.prototype_labels) \
+        + 2.0 * reverse_soft_label_loss(beta, y, model.prototype_labels, 4.0)
+    assert total.item() == pytest.approx(expected.item(), rel=1e-12)
+    norms = loss_gradient_norms(loss.terms(output, y, model), loss.weights, prototypes=model.prototypes,
+                                shared_features=shared)
+    for name in ("expected_label_error", "reverse_soft_label"):
+        for target in ("prototypes", "features"):
+            assert math.isfinite(norms[f"grad_{name}_{target}"]) and norms[f"grad_{name}_{target}"] > 0

@@ -291,3 +291,27 @@ def test_black_box_regressor():
     with torch.no_grad():
         model.network.fc.weight.zero_()
         assert model(video).tolist() == pytest.approx([55.6, 55.6])
+
+
+# --------------------------------------------------------------------------- top-k β (issue 17)
+
+def test_top_k_beta_hand_computed_and_off_by_default():
+    import math
+
+    model = ProtoEFNet(backbone="r2plus1d_10", num_prototypes=4, prototype_dim=8, tau=1.0, label_range=(20.0, 80.0),
+                       beta_top_k=2)  # labels 20, 40, 60, 80; θ = 1
+    s = torch.tensor([[0.1, 0.9, 0.5, -0.3]], requires_grad=True)
+    ef, beta = model.head(s)
+    # Only the two largest logits (0.9, 0.5) enter the softmax: β_1 = 1 / (1 + e^−0.4), β_2 = 1 − β_1.
+    b1 = 1 / (1 + math.exp(-0.4))
+    assert beta[0].tolist() == pytest.approx([0.0, b1, 1 - b1, 0.0], rel=1e-6)
+    assert beta[0, 0] == 0 and beta[0, 3] == 0  # exactly 0, not tiny
+    assert ef.item() == pytest.approx(40 * b1 + 60 * (1 - b1), rel=1e-6)
+    (grad,) = torch.autograd.grad(ef.sum(), s)
+    assert torch.isfinite(grad).all() and grad[0, 0] == 0 and grad[0, 3] == 0 and grad[0, 1] != 0
+    # 0 (the default) and k = P leave the paper's softmax over every prototype, bit for bit.
+    for k in (0, 4):
+        model.beta_top_k = k
+        _, full = model.head(s)
+        assert torch.equal(full, torch.softmax(model.theta * s / model.tau, dim=1))
+    assert ProtoEFNet(**SMALL).config["beta_top_k"] == 0

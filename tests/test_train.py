@@ -121,9 +121,16 @@ def test_run_records_interpretability_diagnostics(finished_run):
     with np.load(finished_run / "test_attention.npz") as attention:
         assert attention["weights"].shape == (len(predictions), 10)
         np.testing.assert_allclose(attention["weights"].max(axis=1), predictions["top1_beta"], rtol=1e-5)
+        beta, labels, ef = attention["weights"], attention["prototype_labels"], attention["ef"]
+    # β locality (issue 17), recomputed from the saved β: mass on labels within ±10 EF of the truth.
+    beta = beta / beta.sum(axis=1, keepdims=True)
+    assert post["beta_mass_within_10"] == pytest.approx((beta * (np.abs(labels[None] - ef[:, None]) <= 10)).sum(1).mean(), rel=1e-5)
+    spread = np.sqrt((beta * (labels[None] - predictions["prediction"].to_numpy()[:, None]) ** 2).sum(1))
+    assert post["beta_label_spread"] == pytest.approx(spread.mean(), rel=1e-4)
     history = pd.read_csv(finished_run / "history.csv")
     for column in ("val_similarity_gap", "val_top1_label_within_10", "val_far_pair_angle",
-                   "train_grad_mse_prototypes", "train_grad_pas_prototypes", "train_grad_cluster_features"):
+                   "train_grad_mse_prototypes", "train_grad_pas_prototypes", "train_grad_cluster_features",
+                   "val_beta_mass_within_10", "val_beta_label_spread", "val_beta_spread_calibration", "val_top3_beta"):
         assert history[column].notna().all(), column
     assert (history["train_grad_pas_features"] == 0).all()  # PAS acts on the prototypes alone
 
@@ -304,3 +311,17 @@ def test_torchrun_two_processes_on_cpu_write_one_run(cache, tmp_path):
     assert list(history["epoch"]) == [1, 2]
     assert json.loads((out / "metrics.json").read_text())["test"]["post_push"]["n"] == 3
     assert json.loads((out / "environment.json").read_text())["data_root"] == str(root)
+
+
+def test_local_beta_candidates_train_end_to_end(cache, tmp_path):
+    out = tmp_path / "local"
+    fit(smoke(cache, **{"optim.epochs": 1, "loss.expected_label_error": 0.01, "loss.reverse_soft_label": 1.0,
+                        "model.beta_top_k": 3}), out)
+    history = pd.read_csv(out / "history.csv")
+    for column in ("train_expected_label_error", "train_reverse_soft_label", "train_grad_expected_label_error_prototypes",
+                   "train_grad_reverse_soft_label_features"):
+        assert np.isfinite(history[column]).all() and (history[column] > 0).all(), column
+    # VAL is one clip per video, so a top-3 β holds all its mass on three prototypes.
+    assert history["val_top3_beta"].iloc[0] == pytest.approx(1.0, abs=1e-6)
+    metrics = _metrics(out)
+    assert metrics["val"]["post_push"]["top3_beta"] == pytest.approx(1.0, abs=1e-6)

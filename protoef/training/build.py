@@ -152,7 +152,7 @@ def build_model(config: Config, *, weights=None, label_range=None) -> torch.nn.M
     if m.kind != "protoefnet":
         raise ValueError(f"model.kind must be 'protoefnet' or 'blackbox', got {m.kind!r}")
     return ProtoEFNet(num_prototypes=m.num_prototypes, prototype_dim=m.prototype_dim, tau=m.tau,
-                      backbone=m.backbone, weights=weights, label_range=label_range)
+                      backbone=m.backbone, weights=weights, label_range=label_range, beta_top_k=m.beta_top_k)
 
 
 def build_loss(config: Config) -> ProtoEFLoss:

@@ -20,7 +20,8 @@ __all__ = ["train_epoch", "predict", "evaluate", "EPOCH_DIAGNOSTICS"]
 
 # Interpretability diagnostics logged per epoch on VAL (cheap: they reuse the validation pass).
 EPOCH_DIAGNOSTICS = ("similarity_gap", "top1_beta", "beta_entropy", "sparsity", "top1_label_median_error",
-                     "top1_label_within_10", "far_pair_angle")
+                     "top1_label_within_10", "far_pair_angle", "beta_mass_within_10", "beta_label_spread",
+                     "beta_spread_calibration", "top3_beta")
 
 
 def train_epoch(model, loader, loss_fn, optimizer, context: RunContext, *, desc: str,

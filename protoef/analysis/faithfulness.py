@@ -1,0 +1,249 @@
+"""Are the explanations faithful and sane? Tests a reader can check, beyond the paper (issue 17).
+
+- `deletion_test`: occlude the top-q cells of one prototype's occurrence map (nearest-upsampled
+  to the frame, in every frame of their time slot) and measure the drop of that prototype's
+  similarity s_k, against random cells of the same count per time slot. A faithful map drops
+  s_k much more than random cells do. `deletion_table` runs it over clips and prototypes.
+- `randomized_copy`, `model_randomization_test`: the model-parameter randomisation test of
+  Adebayo et al. (NeurIPS 2018): re-initialise layers (cascading from the top, each alone, or
+  all at once) and compare the maps with the trained model's (`map_similarity`: Spearman
+  rank correlation and SSIM). Maps that survive randomisation (correlation near 1) do not
+  depend on what the model learned.
+- `noise_stability`: under small Gaussian input noise, does the top-β prototype set stay,
+  and does each of those prototypes' map keep its argmax (cf. Huang et al., ICCV 2023)?
+
+Every function takes any model whose forward returns `protoef.model.ProtoEFOutput` (the
+noise and deletion tests) or any map function (the randomisation test, so Grad-CAM of the
+black box is tested the same way), and a clip in model-input space (normalised), shaped
+(3, T, H, W). Models run in eval mode (restored afterwards) without gradients. Not wired
+into the notebooks yet; docs/method.md §6 describes them.
+"""
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor, nn
+
+from ..model import eval_mode
+
+__all__ = [
+    "PROTOEFNET_LAYERS_TOP_DOWN", "BLACKBOX_LAYERS_TOP_DOWN", "occlusion_mask", "deletion_test", "deletion_table",
+    "randomized_copy", "occurrence_maps_of", "map_similarity", "model_randomization_test", "noise_stability",
+]
+
+# The randomisation order "from the top": the layers nearest the output first. The occurrence
+# maps depend on the occurrence module and the backbone only (not on feature_module).
+PROTOEFNET_LAYERS_TOP_DOWN = ("occurrence_module", "feature_module", "backbone.layer3", "backbone.layer2",
+                              "backbone.layer1", "backbone.stem")
+BLACKBOX_LAYERS_TOP_DOWN = ("network.fc", "network.layer4", "network.layer3", "network.layer2", "network.layer1",
+                            "network.stem")
+
+
+def _forward(model: nn.Module, video: Tensor):
+    with eval_mode(model), torch.no_grad():
+        return model(video)
+
+
+def occlusion_mask(cells: Tensor, frame_shape: tuple[int, int, int]) -> Tensor:
+    """Nearest upsampling of a cell mask (T', H', W') bool to the clip (T, H, W): frame t lies in
+    slot floor(t·T'/T), pixel (h, w) in cell (floor(h·H'/H), floor(w·W'/W))."""
+    slots, rows, columns = cells.shape
+    frames, height, width = frame_shape
+    t = torch.arange(frames) * slots // frames
+    h = torch.arange(height) * rows // height
+    w = torch.arange(width) * columns // width
+    return cells[t][:, h][:, :, w]  # (T, H, W)
+
+
+def _top_cells(occurrence_map: Tensor, count: int) -> Tensor:
+    """Per time slot the `count` highest cells of a (T', H', W') map (ties: the lower index) → bool."""
+    slots = occurrence_map.shape[0]
+    flat = occurrence_map.reshape(slots, -1)                                          # (T', H'·W')
+    order = torch.from_numpy(np.argsort(-flat.double().cpu().numpy(), axis=1, kind="stable")[:, :count])
+    mask = torch.zeros(flat.shape, dtype=torch.bool).scatter_(1, order, True)
+    return mask.reshape(occurrence_map.shape)
+
+
+def _random_cells(shape: tuple[int, int, int], count: int, generator: torch.Generator) -> Tensor:
+    slots, cells = shape[0], shape[1] * shape[2]
+    mask = torch.zeros(slots, cells, dtype=torch.bool)
+    for slot in range(slots):
+        mask[slot, torch.randperm(cells, generator=generator)[:count]] = True
+    return mask.reshape(shape)
+
+
+def deletion_test(model: nn.Module, video: Tensor, prototype: int, *, fraction: float = 0.25, repeats: int = 10,
+                  fill: float = 0.0, per_slot: bool = True, generator: torch.Generator | None = None) -> dict[str, float]:
+    """Similarity drop of prototype `prototype` when its map's top cells are occluded vs random cells.
+
+    video (3, T, H, W), model input. Per time slot of the map (T', H', W'), the
+    max(1, round(fraction·H'·W')) highest cells are set to `fill` (0: the mean gray of the
+    normalised input) in every frame of that slot; the random arm occludes as many uniformly
+    drawn cells per slot, `repeats` times. Returns ``similarity`` (s_k of the clean clip),
+    ``drop_top`` (s_k − s_k occluded), ``drop_random`` and ``drop_random_sd`` (mean and sd over
+    the random draws) and ``cells`` (the count per slot). ``per_slot=False`` ranks the cells of
+    the map's mean over time instead and occludes the same cells in every frame (and one
+    random spatial draw for all slots)."""
+    generator = generator if generator is not None else torch.Generator().manual_seed(0)
+    device = video.device
+    clean = _forward(model, video[None])
+    similarity = float(clean.similarities[0, prototype])
+    occurrence_map = clean.occurrence_maps[0, prototype].float().cpu()             # (T', H', W')
+    count = max(1, int(round(fraction * occurrence_map.shape[1] * occurrence_map.shape[2])))
+    if per_slot:
+        masks = [_top_cells(occurrence_map, count)] + [_random_cells(occurrence_map.shape, count, generator)
+                                                       for _ in range(repeats)]
+    else:  # one spatial set for the whole clip, broadcast over the time slots
+        spatial = (1, *occurrence_map.shape[1:])
+        masks = [_top_cells(occurrence_map.mean(0, keepdim=True), count)] + [
+            _random_cells(spatial, count, generator) for _ in range(repeats)]
+        masks = [mask.expand(occurrence_map.shape) for mask in masks]
+    occluded = video[None].repeat(len(masks), 1, 1, 1, 1)                             # (1 + R, 3, T, H, W)
+    for index, cells in enumerate(masks):
+        pixels = occlusion_mask(cells, tuple(video.shape[1:])).to(device)            # (T, H, W)
+        occluded[index][:, pixels] = fill
+    after = _forward(model, occluded).similarities[:, prototype].float().cpu().numpy()  # (1 + R,)
+    random_drops = similarity - after[1:]
+    return {"similarity": similarity, "drop_top": similarity - float(after[0]),
+            "drop_random": float(random_drops.mean()) if repeats else math.nan,
+            "drop_random_sd": float(random_drops.std(ddof=1)) if repeats > 1 else math.nan, "cells": count}
+
+
+def deletion_table(model: nn.Module, videos: Tensor, prototypes=None, **options) -> pd.DataFrame:
+    """`deletion_test` for every clip of `videos` (N, 3, T, H, W) and every prototype in
+    `prototypes` (default: each clip's top-β prototype); one row per (clip, prototype), with
+    ``ratio`` = drop_top / drop_random (NaN when the random drop is 0). Options are `deletion_test`'s."""
+    rows = []
+    for clip_index, video in enumerate(videos):
+        chosen = prototypes
+        if chosen is None:
+            chosen = [int(_forward(model, video[None]).weights[0].argmax())]
+        for prototype in chosen:
+            result = deletion_test(model, video, int(prototype), **options)
+            ratio = result["drop_top"] / result["drop_random"] if result["drop_random"] else math.nan
+            rows.append({"clip": clip_index, "prototype": int(prototype), **result, "ratio": ratio})
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------- parameter randomisation
+
+def randomized_copy(model: nn.Module, layers, *, seed: int = 0) -> nn.Module:
+    """A deep copy of `model` whose submodules named in `layers` (dotted names) are
+    re-initialised by each layer's own ``reset_parameters`` (torch's default initialiser;
+    BatchNorm also resets its running statistics), drawn from `seed`. The model is untouched."""
+    randomized = copy.deepcopy(model)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for name in layers:
+            for module in randomized.get_submodule(name).modules():
+                if hasattr(module, "reset_parameters"):
+                    module.reset_parameters()
+    return randomized
+
+
+def occurrence_maps_of(model: nn.Module, video: Tensor) -> np.ndarray:
+    """The default map function: every prototype's occurrence map of one clip, (P, T', H', W')."""
+    return _forward(model, video[None]).occurrence_maps[0].float().cpu().numpy()
+
+
+def _normalized(values: np.ndarray) -> np.ndarray:
+    low, span = values.min(), np.ptp(values)
+    return (values - low) / span if span > 0 else np.zeros_like(values)
+
+
+def map_similarity(trained, other) -> tuple[float, float]:
+    """(Spearman rank correlation, SSIM) of two maps of one shape, (T', H', W') or (H', W').
+
+    Spearman over all cells (NaN if either map is constant). SSIM (scikit-image) of the maps
+    each min-max scaled to [0, 1] (data range 1), per 2-D time slice, then averaged; window
+    the largest odd size ≤ min(7, H', W'); NaN for maps smaller than 3 × 3."""
+    from scipy.stats import spearmanr
+    from skimage.metrics import structural_similarity
+
+    a, b = np.asarray(trained, dtype=np.float64), np.asarray(other, dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"maps of different shapes: {a.shape} and {b.shape}")
+    constant = np.ptp(a) == 0 or np.ptp(b) == 0
+    rho = math.nan if constant else float(spearmanr(a.ravel(), b.ravel()).statistic)
+    a, b = _normalized(a), _normalized(b)
+    slices_a, slices_b = (a[None], b[None]) if a.ndim == 2 else (a, b)
+    side = min(7, *slices_a.shape[1:])
+    window = side if side % 2 else side - 1
+    if window < 3:
+        return rho, math.nan
+    ssim = [structural_similarity(x, y, win_size=window, data_range=1.0) for x, y in zip(slices_a, slices_b)]
+    return rho, float(np.mean(ssim))
+
+
+def model_randomization_test(model: nn.Module, video: Tensor, *, layers=PROTOEFNET_LAYERS_TOP_DOWN,
+                             map_fn=occurrence_maps_of, mode: str = "cascade", seed: int = 0) -> pd.DataFrame:
+    """Maps of randomised copies of `model` against its own maps, one row per step and map.
+
+    `map_fn(model, video)` → (K, ...) maps of the clip video (3, T, H, W); default the
+    occurrence maps; for Grad-CAM pass e.g. ``lambda m, v: gradcam(m, v)[None].numpy()``
+    (`protoef.analysis.localization.gradcam`). `mode`: "cascade" (step i re-initialises
+    layers[:i + 1], from the top), "independent" (step i only layers[i]) or "all" (one step,
+    every layer). Columns: step, layer (the layer added or randomised), randomized (every
+    layer re-initialised, comma-separated), map, spearman, ssim. A passing sanity check
+    shows correlations well below 1 once the layers the maps depend on are re-initialised."""
+    layers = list(layers)
+    if mode == "cascade":
+        steps = [layers[: i + 1] for i in range(len(layers))]
+    elif mode == "independent":
+        steps = [[layer] for layer in layers]
+    elif mode == "all":
+        steps = [layers]
+    else:
+        raise ValueError(f"mode must be 'cascade', 'independent' or 'all', got {mode!r}")
+    trained = np.asarray(map_fn(model, video))                                        # (K, ...)
+    rows = []
+    for step, randomized_layers in enumerate(steps):
+        maps = np.asarray(map_fn(randomized_copy(model, randomized_layers, seed=seed), video))
+        for index, (before, after) in enumerate(zip(trained, maps)):
+            rho, ssim = map_similarity(before, after)
+            rows.append({"step": step, "layer": randomized_layers[-1], "randomized": ",".join(randomized_layers),
+                         "map": index, "spearman": rho, "ssim": ssim})
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------- input noise
+
+def noise_stability(model: nn.Module, video: Tensor, *, noise_std: float = 0.05, repeats: int = 10, top: int = 3,
+                    generator: torch.Generator | None = None) -> dict[str, float]:
+    """Do the explanation's parts stay put when i.i.d. Gaussian noise N(0, noise_std²) (in the
+    normalised input's units) is added to the clip video (3, T, H, W)? Over `repeats` draws:
+
+    - ``top_set_overlap``: |top-`top` β set of the noisy clip ∩ the clean one| / top;
+    - ``top1_unchanged``: share of draws with the same top-1 prototype;
+    - ``argmax_unchanged``: share, over draws and the clean top prototypes, of maps whose
+      argmax cell (t', h', w') is the clean map's (ties: the first cell);
+    - ``argmax_shift_cells``: mean Euclidean distance of those argmax cells, in cells."""
+    generator = generator if generator is not None else torch.Generator().manual_seed(0)
+    clean = _forward(model, video[None])
+    beta = clean.weights[0].float().cpu().numpy()                                      # (P,)
+    top = min(top, len(beta))
+    chosen = np.argsort(-beta, kind="stable")[:top]                                    # (top,)
+    shape = tuple(clean.occurrence_maps.shape[2:])                                     # (T', H', W')
+
+    def argmax_cells(maps: Tensor) -> np.ndarray:  # (top, T', H', W') → (top, 3)
+        flat = maps.reshape(maps.shape[0], -1).float().cpu().numpy()
+        return np.stack(np.unravel_index(flat.argmax(axis=1), shape), axis=1)
+
+    clean_cells = argmax_cells(clean.occurrence_maps[0, chosen])
+    noise = torch.randn((repeats, *video.shape), generator=generator).to(video.device, video.dtype)
+    noisy = _forward(model, video[None] + noise_std * noise)
+    overlap, same_top1, same_argmax, shift = [], [], [], []
+    for index in range(repeats):
+        noisy_beta = noisy.weights[index].float().cpu().numpy()
+        noisy_top = np.argsort(-noisy_beta, kind="stable")[:top]
+        overlap.append(len(set(chosen) & set(noisy_top)) / top)
+        same_top1.append(noisy_top[0] == chosen[0])
+        cells = argmax_cells(noisy.occurrence_maps[index, chosen])
+        same_argmax += list((cells == clean_cells).all(axis=1))
+        shift += list(np.linalg.norm(cells - clean_cells, axis=1))
+    return {"top_set_overlap": float(np.mean(overlap)), "top1_unchanged": float(np.mean(same_top1)),
+            "argmax_unchanged": float(np.mean(same_argmax)), "argmax_shift_cells": float(np.mean(shift))}
