@@ -8,6 +8,7 @@ import tempfile
 import time
 import warnings
 
+from . import runtime
 from .common import ROOT, SEED, interleave, ratio, run_child, seed_everything, stats
 
 DEMO = dict(backbone="r2plus1d_10", batch=8, frames=8, size=32, prototypes=40)   # config "demo"
@@ -667,4 +668,4 @@ def gpu_compare(device, *, batch: int, frames: int, size: int, reps: int, backbo
 
 
 ITEMS = {"head": head, "pooling": pooling, "pipeline": pipeline, "scaling": scaling, "blackbox": blackbox,
-         "epoch": epoch, "runend": runend, "gpu": gpu}
+         "epoch": epoch, "runend": runend, "numerics": runtime.numerics, "breakdown": runtime.breakdown, "gpu": gpu}

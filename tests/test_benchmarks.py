@@ -119,3 +119,13 @@ def test_gpu_check_reports_skipped_without_cuda(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     result = items.gpu(quick=False)
     assert result["skipped"] == "no CUDA" and result["ratios"] == []
+
+
+def test_a_native_benchmark_child_inherits_none_of_the_pinned_variables(monkeypatch):
+    from benchmarks import runtime
+    from protoef import numerics
+
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")  # as `import protoef` leaves this process
+    native, pinned = runtime.child_environment("native"), runtime.child_environment("pinned")
+    assert not set(numerics.PINNED_VARIABLES) & set(native) and native["PROTOEF_NUMERICS"] == "native"
+    assert pinned["PROTOEF_NUMERICS"] == "pinned"  # the child's own import protoef pins it

@@ -55,6 +55,7 @@ class _Run:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.ReduceLROnPlateau
     initial: dict  # measured on the untrained model, kept beside the trained values
+    seconds: dict = dataclasses.field(default_factory=dict)  # wall clock per stage (timings.json)
     best: float = -math.inf
     history: list = dataclasses.field(default_factory=list)
     start_epoch: int = 0
@@ -95,11 +96,17 @@ def fit(config: Config, out_dir, *, resume: bool = False) -> dict:
         return pd.read_json(out / "metrics.json", typ="series").to_dict()  # finished already
     if not resume and (out / "checkpoints" / "last.pt").exists():
         raise FileExistsError(f"{out}: holds a run already; pass resume=True (--resume) or choose a new directory")
+    started = time.perf_counter()
     run = _start(config, out, resume=resume)
+    run.seconds["start"] = time.perf_counter() - started - run.seconds.get("warm_start", 0.0)
     _train(run)
     if not run.context.main:
         return {}
-    return finish(run.model, run.config, run.sets, run.context, run.out, initial=run.initial)
+    epochs = pd.DataFrame(run.history)
+    for stage in ("train", "val", "diagnostics"):  # every epoch's, a resumed run's earlier ones included
+        column = f"seconds_{stage}"
+        run.seconds[f"epochs_{stage}"] = float(epochs[column].sum()) if column in epochs else 0.0
+    return finish(run.model, run.config, run.sets, run.context, run.out, initial=run.initial, seconds=run.seconds)
 
 
 # ----------------------------------------------------------------------------- start
@@ -137,7 +144,9 @@ def _start(config: Config, out: pathlib.Path, *, resume: bool) -> _Run:
 
     # The initial weights depend on the seed alone, not on how much randomness the data
     # code (e.g. `feature_size`) happened to draw before.
+    warm_started = time.perf_counter()
     weights = ensure_warm_start(config) if config.model.weights == WARM_START else None
+    seconds = {"warm_start": time.perf_counter() - warm_started}  # pretraining, or finding it cached
     torch.manual_seed(config.seed)
     if context.main and config.model.weights is None and config.model.backbone == "r2plus1d_18":
         print("[train] model.weights=None: the R(2+1)D-18 backbone starts from random initialisation, "
@@ -152,7 +161,7 @@ def _start(config: Config, out: pathlib.Path, *, resume: bool) -> _Run:
     # PAS's quantity before any training (the init is seeded, so a resumed run recomputes it).
     initial = {"far_pair_angle": far_pair_angle_degrees(model.prototypes, model.prototype_labels, config.loss.delta),
                "label_range": list(label_range)} if isinstance(model, ProtoEFNet) else {}
-    run = _Run(config, out, context, sets, model, optimizer, scheduler, initial)
+    run = _Run(config, out, context, sets, model, optimizer, scheduler, initial, seconds)
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -238,7 +247,8 @@ def _train(run: _Run) -> None:
             continue
         trained_at = time.perf_counter()
         val_metrics, _ = evaluate(run.model, val_loader, context, desc="validate", delta=run.delta)
-        seconds = {"seconds_train": trained_at - started, "seconds_val": time.perf_counter() - trained_at}
+        seconds = {"seconds_train": trained_at - started, "seconds_val": time.perf_counter() - trained_at,
+                   "seconds_diagnostics": losses.pop("seconds_diagnostics", 0.0)}  # part of seconds_train
         run.scheduler.step(val_metrics["r2"] if np.isfinite(val_metrics["r2"]) else -math.inf)
         row = {"epoch": epoch + 1, **{f"train_{k}": v for k, v in losses.items()},
                **{f"val_{k}": val_metrics[k] for k in ("mae", "rmse", "r2", "f1_40", *EPOCH_DIAGNOSTICS) if k in val_metrics},
@@ -265,12 +275,22 @@ def _train(run: _Run) -> None:
 
 
 # ----------------------------------------------------------------------------- finish
-def finish(model, config: Config, sets: dict, context: RunContext, out, *, initial: dict | None = None) -> dict:
+def finish(model, config: Config, sets: dict, context: RunContext, out, *, initial: dict | None = None,
+           seconds: dict | None = None) -> dict:
     """Best checkpoint (``out/checkpoints/best.pt``) → metrics before the push → push →
     (head epochs) → metrics after → files, ``metrics.json`` last. `sets` are
     `build.training_datasets`; `initial` holds values of the untrained model (the far-pair
-    angle), kept beside the trained ones so a reader sees whether PAS moved anything."""
+    angle), kept beside the trained ones so a reader sees whether PAS moved anything.
+    ``timings.json`` gets the wall clock of every stage (`seconds`: those before this one),
+    apart from metrics.json so that the numbers stay comparable bit for bit."""
     out = pathlib.Path(out)
+    seconds = dict(seconds or {})
+    clock = [time.perf_counter()]
+
+    def lap(stage: str) -> None:
+        now = time.perf_counter()
+        seconds[stage] = now - clock[0]
+        clock[0] = now
     delta = config.loss.delta if isinstance(model, ProtoEFNet) else None
     state = runs.load_checkpoint(out / "checkpoints" / "best.pt", map_location=context.device)
     model.load_state_dict(state["model"])
@@ -282,19 +302,26 @@ def finish(model, config: Config, sets: dict, context: RunContext, out, *, initi
     if initial:
         metrics["initial"] = initial
     stage = "pre_push" if isinstance(model, ProtoEFNet) and config.optim.push else "final"
+    lap("load_best")
     metrics["val"][stage], _ = evaluate(model, val_loader, context, desc="validate", delta=delta)
+    lap(f"val_{stage}")
     metrics["test"][stage], predictions = evaluate(model, test_loader, context, desc="test", delta=delta)
+    lap(f"test_{stage}")
     if stage == "pre_push":
         result = push_prototypes(model, make_loader(sets["push"], config), delta=config.loss.delta,
                                  device=context.device, autocast=context.autocast, unique=config.optim.push_unique)
+        lap("push")
         model.set_prototypes(result.prototypes.to(context.device), result.labels.to(context.device))
         metrics["push"] = {"fallbacks": int(result.table["fallback"].sum()),
                            "shared": int(result.table["shared"].sum()),
                            "distinct_sources": int(result.table["source_filename"].nunique()),
                            "mean_similarity": float(result.table["similarity"].mean())}
         _head_epochs(model, config, sets, context)
+        lap("head_epochs")
         metrics["val"]["post_push"], _ = evaluate(model, val_loader, context, desc="validate", delta=delta)
+        lap("val_post_push")
         metrics["test"]["post_push"], predictions = evaluate(model, test_loader, context, desc="test", delta=delta)
+        lap("test_post_push")
         _save_prototypes(out, result)
     # The yardstick every MAE is read against: always predicting the training-mean EF.
     train_mean = float(np.mean(sets["train"].efs))
@@ -305,6 +332,9 @@ def finish(model, config: Config, sets: dict, context: RunContext, out, *, initi
     headline = metrics["test"].get("post_push", metrics["test"].get("final"))
     print(f"[train] test ({'after push' if stage == 'pre_push' else 'final'}): MAE {headline['mae']:.2f}  "
           f"RMSE {headline['rmse']:.2f}  R² {headline['r2']:.3f}  F1(<40) {headline['f1_40']:.3f}")
+    lap("files")
+    runs.write_json(out / "timings.json", {"seconds": seconds, "total_seconds": sum(seconds.values()) - sum(
+        value for key, value in seconds.items() if key == "epochs_diagnostics")})  # diagnostics: within epochs_train
     runs.write_json(out / "metrics.json", metrics)  # written last: its presence marks a finished run
     return metrics
 

@@ -39,8 +39,10 @@ def train_epoch(model, loader, loss_fn, optimizer, context: RunContext, *, desc:
     sums: dict[str, float] = {}
     gradient_sums: dict[str, float] = {}
     count = diagnosed = 0
+    seconds_diagnosed = 0.0  # wall clock of the diagnosed batches (their whole step), for timings.json
     bar = tqdm(loader, desc=desc, leave=False, disable=not context.main, dynamic_ncols=True)
     for batch in bar:
+        batch_started = time.perf_counter()
         video = context.video(batch["video"])  # (N, 3, T, H, W)
         target = batch["ef"].to(context.device, torch.float32)  # (N,)
         diagnose = diagnosed < diagnostic_batches and isinstance(loss_fn, ProtoEFLoss) and isinstance(core, ProtoEFNet)
@@ -69,13 +71,16 @@ def train_epoch(model, loader, loss_fn, optimizer, context: RunContext, *, desc:
         optimizer.zero_grad(set_to_none=True)
         total.backward()
         optimizer.step()
+        if diagnose:
+            seconds_diagnosed += time.perf_counter() - batch_started
         size = len(target)
         count += size
         for name, value in {"loss": total.detach(), **terms}.items():
             sums[name] = sums.get(name, 0.0) + float(value) * size
         bar.set_postfix(loss=f"{sums['loss'] / count:.3f}")
     means = {name: value / max(count, 1) for name, value in sums.items()}
-    return means | {name: value / diagnosed for name, value in gradient_sums.items()}
+    return means | {name: value / diagnosed for name, value in gradient_sums.items()} | (
+        {"seconds_diagnostics": seconds_diagnosed} if diagnosed else {})
 
 
 @torch.no_grad()

@@ -1,0 +1,109 @@
+"""Benchmark items about a whole run's time: what the pinned numerical environment costs,
+and where a demo run's minutes go (README, "Same numbers on every machine"; issue #18)."""
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import statistics
+import subprocess
+import sys
+import tempfile
+
+from .common import ROOT, ratio
+
+# A demo-shape training step (benchmarks.child): batch 8 of 8 × 32² clips, R(2+1)D-10 to layer3, P = 40.
+DEMO_STEP = {"backbone": "r2plus1d_10", "batch": 8, "frames": 8, "size": 32, "prototypes": 40, "model": "protoef"}
+STAGES = ("warm_start", "start", "epochs_train", "epochs_diagnostics", "epochs_val", "load_best", "val_pre_push",
+          "test_pre_push", "push", "head_epochs", "val_post_push", "test_post_push", "files")
+
+
+def child_environment(mode: str) -> dict:
+    """The environment of a child in `mode`: native drops the pinned variables this process
+    inherited or set (``import protoef`` sets them), so the child gets the machine's own."""
+    from protoef import numerics
+
+    env = {key: value for key, value in os.environ.items() if key not in numerics.PINNED_VARIABLES}
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")
+    env[numerics.MODE_VARIABLE] = mode
+    return env
+
+
+def _steps_in_child(mode: str, reps: int) -> dict:
+    spec = {**DEMO_STEP, "reps": reps}
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.child", json.dumps(spec)], cwd=ROOT,
+                          env=child_environment(mode), capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0:
+        raise RuntimeError(f"child ({mode}) failed:\n{proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def numerics(quick: bool) -> dict:
+    """What pinning costs: demo-shape training steps in fresh processes, pinned (AVX2, 2
+    threads) and native (this CPU's kernels and threads), alternating process by process."""
+    rounds, reps = (2, 8) if quick else (4, 15)
+    times = {"pinned": [], "native": []}
+    threads = {}
+    for _ in range(rounds):
+        for mode in ("pinned", "native"):
+            result = _steps_in_child(mode, reps)
+            times[mode] += result["seconds"][2:]  # the first steps of a fresh process warm oneDNN up
+            threads[mode] = result["threads"]
+    best = {mode: min(values) for mode, values in times.items()}
+    median = {mode: statistics.median(values) for mode, values in times.items()}
+    from protoef import numerics as pinned
+
+    flags = pinned.state()["cpu_flags"]
+    return {"title": "Pinned numerical environment: cost", "measurements": {"seconds": times, "threads": threads,
+                                                                          "cpu_flags": flags},
+            "ratios": [ratio("pinned ÷ native step time, demo-shape training step", best["pinned"] / best["native"],
+                             note=f"min of {len(times['pinned'])} steps each in {rounds} alternating fresh processes "
+                                  f"({best['pinned'] * 1000:.0f} vs {best['native'] * 1000:.0f} ms; medians "
+                                  f"{median['pinned'] * 1000:.0f} vs {median['native'] * 1000:.0f} ms); native: "
+                                  f"{threads['native']} threads, AVX-512 {'yes' if (flags or {}).get('avx512f') else 'no'}")]}
+
+
+def _demo_runs() -> list[pathlib.Path]:
+    """The full-length demo-profile ProtoEFNet runs ./run_all.sh wrote (those with timings.json)."""
+    from protoef.config import resolve
+
+    epochs, found = resolve("demo").optim.epochs, []
+    for path in sorted((ROOT / "runs").glob("demo-*/timings.json")):
+        config = json.loads((path.parent / "config.json").read_text())
+        if config["model"]["kind"] == "protoefnet" and config["optim"]["epochs"] == epochs:
+            found.append(path.parent)
+    return found
+
+
+def _short_demo_run(tmp: pathlib.Path) -> pathlib.Path:
+    """No demo runs on disk: a shortened demo run (3 epochs, 120 videos, no warm start) here."""
+    from protoef.config import resolve
+    from protoef.training.lifecycle import fit
+
+    out = tmp / "demo-short"
+    overrides = {"model.weights": None, "data.synthetic_videos": 120, "optim.epochs": 3,
+                 "data.cache_dir": str(tmp / "cache"), "device": "cpu"}
+    fit(resolve("demo", overrides), out)
+    return out
+
+
+def breakdown(quick: bool) -> dict:
+    """Where a demo run's minutes go, per stage (timings.json of each run): the warm start,
+    the epochs (training steps, of which the diagnostic batches; VAL per epoch), the push and
+    the evaluations. From the demo runs on disk when ./run_all.sh made them, else from a
+    shortened demo run made here."""
+    with tempfile.TemporaryDirectory() as tmp:
+        runs = _demo_runs() or [_short_demo_run(pathlib.Path(tmp))]
+        source = "runs/demo-* of ./run_all.sh" if _demo_runs() else "a shortened demo run (3 epochs, 120 videos)"
+        table = {path.name: json.loads((path / "timings.json").read_text())["seconds"] for path in runs}
+    # The warm start is paid by the first run only (later ones find it cached): its max, not its mean.
+    stages = {stage: (max if stage == "warm_start" else statistics.mean)(seconds.get(stage, 0.0) for seconds in table.values())
+              for stage in STAGES}
+    total = sum(value for stage, value in stages.items() if stage not in ("epochs_diagnostics", "warm_start"))
+    ratios = [ratio(f"share of a run (warm start aside): {stage}", value / total, unit="×",
+                    note=f"{value:.1f} s of {total:.1f} s, mean over {len(table)} run(s) from {source}")
+              for stage, value in stages.items() if stage not in ("warm_start",) and value > 0]
+    ratios.append(ratio("warm start ÷ one run (pretraining, paid once and shared by every demo run; 0 if cached)",
+                        stages["warm_start"] / total, note=f"{stages['warm_start']:.1f} s"))
+    return {"title": "Where a demo run's time goes", "measurements": {"runs": table, "mean": stages, "source": source},
+            "ratios": ratios}
