@@ -5,6 +5,8 @@ These take a built model, loader and `build.RunContext`; building them from a co
 """
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import torch
 from tqdm.auto import tqdm
