@@ -17,7 +17,6 @@ import pytest
 from protoef.__main__ import main as cli
 from protoef.companion import notebook, tables
 from protoef.data import DataError, EchoNet
-from protoef.diagnostics import result_warnings
 from protoef.training import runs
 from protoef.training.build import data_root
 from tests.test_bad_inputs import finished_run, interrupted_run  # noqa: F401  (one smoke run for the module)
@@ -200,6 +199,8 @@ def test_resume_of_a_run_with_a_truncated_final_checkpoint_rewrites_the_end(fini
 
 
 def test_dead_models_are_named():
+    from protoef.diagnostics import result_warnings  # here: the module imports on older code too (checked by stash)
+
     efs = np.array([30.0, 45.0, 60.0, 70.0])
     assert result_warnings({"prediction": efs + 1.0, "ef": efs, "similarities": np.eye(4)}) == []
     constant = result_warnings({"prediction": np.full(4, 51.5), "ef": efs})
