@@ -97,9 +97,11 @@ def ensure_run(profile: str, name: str, overrides: dict | None = None, *, data: 
         # config.json and the checkpoint the run's results come from must both match: an
         # edited config.json does not make a τ = 0.2 run a τ = 0.5 one.
         checkpoint = out / "checkpoints" / ("final.pt" if (out / "metrics.json").is_file() else "last.pt")
-        for source, stored in (("", runs.read_config(out)),
-                               (f" (by its checkpoints/{checkpoint.name}, whatever config.json says)",
-                                runs.load_checkpoint(checkpoint)["config"])):
+        stored_configs = [("", runs.read_config(out))]
+        if checkpoint.is_file():
+            stored_configs.append((f" (by its checkpoints/{checkpoint.name}, whatever config.json says)",
+                                   runs.load_checkpoint(checkpoint)["config"]))
+        for source, stored in stored_configs:
             differences = runs.config_differences(stored, config.to_dict())
             if differences:
                 listed = ", ".join(f"{key} (run: {old!r}, requested: {new!r})" for key, (old, new) in differences.items())
