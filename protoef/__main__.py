@@ -35,9 +35,9 @@ def _check_data(args) -> int:
             if not len(dataset):
                 empty.append(split)
         for filename, reason in dataset.unassigned:  # rows of no split: named once, counted as skipped
-            print(f"    not in any split: {filename}: {reason}")
+            print(f"    not used: {filename}: {reason}")
         if dataset.unassigned:
-            print(f"{len(dataset.unassigned)} row(s) of FileList.csv are in no split and are not used")
+            print(f"{len(dataset.unassigned)} row(s) of FileList.csv are in no split (or name no video) and are not used")
         total_skipped += len(dataset.unassigned)
     except DataError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -115,14 +115,17 @@ def test_rows_without_a_split_are_named_not_dropped(tmp_path, capsys):
     assert "Split 'DEV'" in dict(dataset.unassigned)["D.avi"] and "blank Split" in dict(dataset.unassigned)["E.avi"]
     assert cli(["check-data", str(root), "--fail-on-skip"]) == 1
     out = capsys.readouterr().out
-    assert "not in any split: D.avi" in out and "not in any split: F.avi" in out and "3 row(s) of FileList.csv" in out
+    assert "not used: D.avi: Split 'DEV'" in out and "not used: F.avi: blank Split" in out and "3 row(s) of FileList.csv" in out
 
 
 @pytest.mark.parametrize("file_list, expected", [
     ("FileName,EF,Split\nA,0.6,TRAIN\nB,0.4,VAL\nC,0.55,TEST\n", r"every EF is <= 1 \(max 0.6\): EF looks like fractions"),
     ("FileName,EF,Split\n../outside,50,TRAIN\nB,40,VAL\nC,60,TEST\n", r"FileName\(s\) \['../outside'\] point outside Videos/"),
     ("FileName,EF,Split\n/etc/x,50,TRAIN\nB,40,VAL\nC,60,TEST\n", r"FileName\(s\) \['/etc/x'\] point outside Videos/"),
+    ("FileName,EF,Split\n..\\up,50,TRAIN\nB,40,VAL\nC,60,TEST\n", r"point outside Videos/"),  # Windows separators
+    ("FileName,EF,Split\nC:\\x,50,TRAIN\nB,40,VAL\nC,60,TEST\n", r"point outside Videos/"),
     ("", r"FileList.csv: the file is empty; it needs a header line"),
+    ("FileName,EF,Split\nA,50,TRAIN\nB,\"40,VAL\n", r"FileList.csv: not a readable CSV file"),  # an unclosed quote
 ])
 def test_file_lists_that_are_refused(file_list, expected, tmp_path, capsys):
     root = write_root(tmp_path / "root", file_list, videos=[("B", 40), ("C", 40)])

@@ -48,7 +48,9 @@ def video_paths(target) -> list[pathlib.Path]:
     if target.is_dir():
         paths = sorted(p for p in target.iterdir() if p.suffix.lower() == ".avi")
         if not paths:
-            raise FileNotFoundError(f"{target}: no .avi file in this folder")
+            others = sorted(p.name for p in target.iterdir() if p.is_file())
+            listed = f" (it holds {', '.join(others[:5])}{' ...' if len(others) > 5 else ''}: convert them to AVI)" if others else ""
+            raise FileNotFoundError(f"{target}: no .avi file in this folder{listed}")
         return paths
     if not target.is_file():
         raise FileNotFoundError(f"{target}: no such video file or folder")

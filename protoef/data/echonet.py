@@ -170,7 +170,7 @@ class EchoNet(Dataset):
 
         table = read_file_list(self.root)
         self.unassigned = unassigned_rows(table)
-        table = table[table["Split"].isin(splits)]
+        table = table[table["Split"].isin(splits) & table["FileName"].str.strip().ne("")]  # no FileName: unassigned
         tracings = read_volume_tracings(self.root) if with_masks else {}
         if with_masks and not (self.root / "VolumeTracings.csv").is_file():
             raise DataError(f"{self.root / 'VolumeTracings.csv'}: not found, but with_masks=True needs it")

@@ -89,7 +89,7 @@ def unassigned_rows(table: pd.DataFrame) -> list[tuple[str, str]]:
     rows = []
     for line, (name, split) in enumerate(zip(table["FileName"].str.strip(), table["Split"]), start=2):
         if not name:
-            rows.append((f"(row {line})", "no FileName in FileList.csv"))
+            rows.append((f"(row {line})", "no FileName in FileList.csv; the row names no video"))
         elif not split:
             rows.append((_with_avi(name), f"blank Split in FileList.csv (row {line}); the video belongs to no split"))
         elif split not in SPLITS:
