@@ -64,6 +64,27 @@ def test_resume_on_another_data_set_is_refused(interrupted_run, tmp_path, capsys
     assert (interrupted_run / "history.csv").read_bytes() == history and not (interrupted_run / "metrics.json").exists()
 
 
+def test_resume_of_a_folder_run_on_another_folder_is_refused(interrupted_run, cache, tmp_path, capsys):
+    import torch
+
+    trained_on, other = tmp_path / "echo-a", tmp_path / "echo-b"
+    for root in (trained_on, other):
+        shutil.copytree(data_root(smoke(cache)), root, symlinks=True)
+    # The run as if trained on folder A (its checkpoint and config.json say so).
+    last = interrupted_run / "checkpoints" / "last.pt"
+    state = torch.load(last, weights_only=True)
+    state["config"]["data"]["root"] = str(trained_on)
+    torch.save(state, last)
+    config = json.loads((interrupted_run / "config.json").read_text())
+    config["data"]["root"] = str(trained_on)
+    (interrupted_run / "config.json").write_text(json.dumps(config))
+    history = (interrupted_run / "history.csv").read_bytes()
+    assert cli(["train", "--resume", "--out", str(interrupted_run), "--data", str(other)]) == 2
+    assert (f"cannot resume with a different config: data.root (run: '{trained_on}', requested: '{other}')"
+            in capsys.readouterr().err)
+    assert (interrupted_run / "history.csv").read_bytes() == history and not (interrupted_run / "metrics.json").exists()
+
+
 def test_data_root_counts_as_what_a_run_learns(tmp_path):
     first, second = tmp_path / "a", tmp_path / "b"
     first.mkdir(), second.mkdir()
