@@ -21,6 +21,7 @@ mode=run
 profile=demo
 data_dir="${ECHONET_DIR:-}"
 force=0
+data_given=0
 only=""
 pytest_args=()
 while [ $# -gt 0 ]; do
@@ -28,8 +29,8 @@ while [ $# -gt 0 ]; do
         --test) mode=test; shift; pytest_args=("$@"); break ;;
         --profile) profile="${2:?--profile needs a value}"; shift 2 ;;
         --profile=*) profile="${1#*=}"; shift ;;
-        --data) data_dir="${2:?--data needs a directory}"; shift 2 ;;
-        --data=*) data_dir="${1#*=}"; shift ;;
+        --data) data_dir="${2:?--data needs a directory}"; data_given=1; shift 2 ;;
+        --data=*) data_dir="${1#*=}"; data_given=1; shift ;;
         --force) force=1; shift ;;
         --only) only="${2:?--only needs notebook numbers, e.g. 02,04}"; shift 2 ;;
         --only=*) only="${1#*=}"; shift ;;
@@ -37,6 +38,29 @@ while [ $# -gt 0 ]; do
         *) echo "run_all.sh: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
     esac
 done
+if [ "$mode" = run ]; then
+    if [ "$data_given" = 1 ] && [ "$profile" != paper ]; then
+        echo "run_all.sh: --data is used by --profile paper only; the $profile profile trains on its synthetic set" \
+             "(drop --data, or pass --profile paper)" >&2
+        exit 2
+    fi
+    if [ "$data_given" = 1 ] && [ -z "$data_dir" ]; then
+        echo "run_all.sh: --data is empty; give the EchoNet-Dynamic folder (the one with FileList.csv)" >&2
+        exit 2
+    fi
+    # Every number given to --only must name a notebook: otherwise nothing would run.
+    if [ -n "$only" ]; then
+        IFS=',' read -ra wanted <<< "$only"
+        for number in "${wanted[@]}"; do
+            matches=("$ROOT"/notebooks/"$number"_*.ipynb)
+            if [ -z "$number" ] || [ ! -e "${matches[0]}" ]; then
+                available="$(cd "$ROOT/notebooks" && ls [0-9][0-9]_*.ipynb | cut -c1-2 | paste -sd, -)"
+                echo "run_all.sh: --only $only: no notebook numbered '$number' in notebooks/ (available: $available)" >&2
+                exit 2
+            fi
+        done
+    fi
+fi
 
 # shellcheck source=tools/env.sh
 source "$ROOT/tools/env.sh"

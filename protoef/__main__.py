@@ -1,6 +1,7 @@
 """Command line: ``python -m protoef <command>`` (also installed as ``protoef``).
 
-    synth OUT_DIR [--videos N] [--seed S]   write a synthetic EchoNet-format data set
+    synth OUT_DIR [--videos N] [--seed S] [--overwrite]
+                                             write a synthetic EchoNet-format data set
     check-data ROOT [--masks]                load every split, report what would be skipped
     train --profile P [--set K=V ...] --out RUN_DIR [--resume]
                                              train, push and test; writes a run directory
@@ -33,6 +34,11 @@ def _check_data(args) -> int:
             total_skipped += len(dataset.skipped)
             if not len(dataset):
                 empty.append(split)
+        for filename, reason in dataset.unassigned:  # rows of no split: named once, counted as skipped
+            print(f"    not used: {filename}: {reason}")
+        if dataset.unassigned:
+            print(f"{len(dataset.unassigned)} row(s) of FileList.csv are in no split (or name no video) and are not used")
+        total_skipped += len(dataset.unassigned)
     except DataError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -46,9 +52,18 @@ def _check_data(args) -> int:
 def _synth(args) -> int:
     from protoef.data import synthetic
 
-    root = synthetic.generate(args.out_dir, videos=args.videos, seed=args.seed, workers=args.workers)
+    root = synthetic.generate(args.out_dir, videos=args.videos, seed=args.seed, workers=args.workers,
+                              overwrite=args.overwrite)
     print(f"[synth] {args.videos} videos → {root}")
     return 0
+
+
+def _checked_data(value: str | None) -> str | None:
+    """``--data`` as given; an empty one is refused (it would quietly mean "no folder")."""
+    if value is not None and not value.strip():
+        raise ValueError("--data: an empty path; give the EchoNet-format folder (the one with FileList.csv), "
+                         "or leave --data out for the run's own data set")
+    return value
 
 
 def _train(args) -> int:
@@ -59,7 +74,11 @@ def _train(args) -> int:
     from protoef.training.runs import read_config
 
     overrides = list(args.set)
-    if args.data:
+    given = [text.split("=", 1)[1].strip() for text in overrides if text.split("=", 1)[0].strip() == "profile"]
+    if args.profile and any(value != args.profile for value in given):
+        raise ValueError(f"--profile {args.profile} and --set profile={given[-1]} disagree; give the profile once "
+                         "(--profile), not also as an override")
+    if _checked_data(args.data) is not None:
         overrides.append(f"data.root={args.data}")
     config = resolve(args.profile or "demo", overrides)
     if config.profile == "paper" and not config.data.root:
@@ -87,7 +106,7 @@ def _evaluate(args) -> int:
     from protoef.training.loops import evaluate
 
     model, config, checkpoint = load_run(args.run)
-    if args.data:
+    if _checked_data(args.data) is not None:
         config.data.root = args.data
     dataset = evaluation_dataset(config, args.split)
     if not len(dataset):
@@ -104,14 +123,27 @@ def _evaluate(args) -> int:
 def _predict(args) -> int:
     import pathlib
 
-    from protoef.analysis.inference import predict_videos, training_reference, video_paths
+    from protoef.analysis.inference import other_files, predict_videos, training_reference, video_paths
     from protoef.training.build import load_run
 
     model, config, checkpoint = load_run(args.run)
     paths = video_paths(args.videos)  # both checked before anything is created: a rejected call leaves no folder
     run_dir = pathlib.Path(args.run) if pathlib.Path(args.run).is_dir() else pathlib.Path(args.run).parents[1]
     out = pathlib.Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    # A run directory's own predictions.csv (the TEST predictions with the true EF) must
+    # never be replaced by a predict table: refuse the run itself and any other run directory.
+    if out.resolve() == run_dir.resolve() or any((out / name).exists() for name in ("config.json", "metrics.json", "checkpoints")):
+        raise FileExistsError(f"--out {out}: is a run directory; predict would overwrite the run's own predictions.csv. "
+                              "Choose another folder, e.g. --out predictions")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OSError(f"--out {out}: cannot create the output folder ({error.strerror or error}); "
+                      "choose a writable folder") from None
+    skipped = other_files(args.videos)
+    if skipped:
+        print(f"[predict] note: {len(skipped)} file(s) in {args.videos} are not .avi and are not predicted: "
+              + ", ".join(skipped[:10]) + (f" (+{len(skipped) - 10} more)" if len(skipped) > 10 else ""), file=sys.stderr)
     reference = training_reference(run_dir)
     if reference is None:
         print(f"[predict] warning: {run_dir} records no training-video summary (a run from an older version): "
@@ -138,7 +170,7 @@ def _gallery(args) -> int:
     run = pathlib.Path(args.run)
     if not (run / "prototypes" / "prototypes.csv").is_file():
         raise FileNotFoundError(f"{run}: no prototypes/prototypes.csv; is it a finished ProtoEFNet run (with the push)?")
-    written = save_prototype_gallery(run, push_dataset(run, data=args.data), gif=not args.no_gif)
+    written = save_prototype_gallery(run, push_dataset(run, data=_checked_data(args.data)), gif=not args.no_gif)
     print(f"[gallery] {len(written)} file(s) → {run / 'prototypes'}")
     return 0
 
@@ -152,6 +184,7 @@ def main(argv=None) -> int:
     synth.add_argument("--videos", type=int, default=400)
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--workers", type=int, default=None)
+    synth.add_argument("--overwrite", action="store_true", help="replace the files of a data set already in OUT_DIR")
 
     check = commands.add_parser("check-data", help="load every split of a data set and report skipped videos")
     check.add_argument("root")

@@ -183,3 +183,30 @@ def loss_gradient_norms(terms: dict[str, Tensor], loss_weights: dict[str, float]
         for target, grad in zip(("prototypes", "features"), grads):
             norms[f"grad_{name}_{target}"] = 0.0 if grad is None else float(grad.float().norm())
     return norms
+
+
+# A model whose TEST predictions spread less than this share of the true EF's spread
+# predicts (nearly) one value for every video: dead, whatever its MAE says.
+CONSTANT_SHARE = 0.01
+
+
+def result_warnings(predictions: dict) -> list[str]:
+    """Sanity checks on a finished run's TEST outputs (``evaluate``'s per-video dict):
+    one line per problem, [] when none. A dead model (e.g. a learning-rate typo) is named
+    here instead of passing with exit 0: predictions that are not finite or nearly
+    constant, similarities collapsed to one value."""
+    notes = []
+    predicted, targets = _numpy(predictions["prediction"]).astype(np.float64), _numpy(predictions["ef"]).astype(np.float64)
+    if len(predicted) and not np.isfinite(predicted).all():
+        notes.append(f"{int((~np.isfinite(predicted)).sum())} of {len(predicted)} TEST predictions are not finite numbers "
+                     "(the training diverged: check the learning rates)")
+    elif len(predicted) >= 2 and np.std(predicted) <= CONSTANT_SHARE * max(np.std(targets), 1e-6):
+        notes.append(f"the TEST predictions are (nearly) constant: {np.mean(predicted):.2f} ± {np.std(predicted):.3g} EF "
+                     f"points for {len(predicted)} videos whose EF spreads ± {np.std(targets):.2f}; the model does not "
+                     "tell videos apart (check the learning rates and the data)")
+    if "similarities" in predictions:
+        similarities = _numpy(predictions["similarities"]).astype(np.float64)
+        if similarities.size > 1 and np.isfinite(similarities).all() and np.ptp(similarities) <= 1e-6:
+            notes.append(f"every TEST similarity to every prototype is {similarities.flat[0]:.4g}: the similarities "
+                         "collapsed to one value, so β and the explanations say nothing")
+    return notes

@@ -10,15 +10,15 @@ Nothing is predicted silently from input unlike the training data. Each row carr
 video's decoded ``frames``, ``fps`` and ``height``/``width`` and the flags ``truncated``
 (fewer frames decode than the container promises), ``short`` (shorter than one clip span:
 padded with black), ``stretched`` (aspect ratio unlike the training frames') and
-``fps_unlike_training`` (outside the training videos' frame-rate range), each explained
-in the ``warnings`` text. A video too short to give at least half of a clip's frames
+``fps_unlike_training`` (outside the training videos' frame-rate range) and
+``intensity_unlike_training`` (pixel mean or std far outside the training videos': an
+all-black, saturated or pure-noise clip), each explained in the ``warnings`` text. A video too short to give at least half of a clip's frames
 (`minimum_frames`) is refused: its row has an ``error`` and no prediction.
 """
 from __future__ import annotations
 
 import json
 import logging
-import math
 import pathlib
 
 import numpy as np
@@ -28,13 +28,17 @@ from tqdm.auto import tqdm
 
 from ..config import Config
 from ..diagnostics import top_prototypes
-from ..data import VideoReadError, clip_starts, gather_clips, normalise_clips, probe_video, read_video
+from ..data import minimum_frames as data_minimum_frames
+from ..data import VideoReadError, clip_starts, intensity_statistics, gather_clips, normalise_clips, probe_video, read_video
 
-__all__ = ["video_paths", "load_video_clips", "predict_videos", "minimum_frames", "training_reference", "video_warnings"]
+__all__ = ["video_paths", "other_files", "load_video_clips", "predict_videos", "minimum_frames", "training_reference", "video_warnings"]
 
 # Relative tolerance of the aspect-ratio and frame-rate comparisons with the training videos
 # (container rounding, a pixel of cropping).
 TOLERANCE = 0.02
+# How far (on the [0, 1] pixel scale, at least) a video's pixel mean/std may lie outside the
+# training videos' range before it is flagged; half the range's width when that is more.
+INTENSITY_MARGIN = 0.05
 log = logging.getLogger(__name__)
 
 
@@ -44,18 +48,28 @@ def video_paths(target) -> list[pathlib.Path]:
     if target.is_dir():
         paths = sorted(p for p in target.iterdir() if p.suffix.lower() == ".avi")
         if not paths:
-            raise FileNotFoundError(f"{target}: no .avi file in this folder")
+            others = sorted(p.name for p in target.iterdir() if p.is_file())
+            listed = f" (it holds {', '.join(others[:5])}{' ...' if len(others) > 5 else ''}: convert them to AVI)" if others else ""
+            raise FileNotFoundError(f"{target}: no .avi file in this folder{listed}")
         return paths
     if not target.is_file():
         raise FileNotFoundError(f"{target}: no such video file or folder")
     return [target]
 
 
+def other_files(target) -> list[str]:
+    """The names of the files in a folder that `video_paths` does not take (not ``.avi``),
+    so that ``predict`` can say what it left out; [] for a single file."""
+    target = pathlib.Path(target)
+    if not target.is_dir():
+        return []
+    return sorted(p.name for p in target.iterdir() if p.is_file() and p.suffix.lower() != ".avi")
+
+
 def minimum_frames(config: Config) -> int:
     """The fewest frames a video needs for a prediction: half of a clip's sampled frames
     must be real video, not black padding."""
-    d = config.data
-    return (math.ceil(d.clip_length / 2) - 1) * d.period + 1
+    return data_minimum_frames(config.data.clip_length, config.data.period)  # the rule the data sets apply
 
 
 def training_reference(run_dir) -> dict | None:
@@ -68,8 +82,9 @@ def training_reference(run_dir) -> dict | None:
         return None
 
 
-def video_warnings(info, decoded: int, config: Config, reference: dict | None) -> dict:
-    """The flag columns and ``warnings`` text of one video (see the module docstring)."""
+def video_warnings(info, decoded: int, config: Config, reference: dict | None, intensity=None) -> dict:
+    """The flag columns and ``warnings`` text of one video (see the module docstring);
+    ``intensity``: its (mean, std) by `intensity_statistics`."""
     d = config.data
     span = d.clip_length * d.period
     flags, notes = {}, []
@@ -93,6 +108,17 @@ def video_warnings(info, decoded: int, config: Config, reference: dict | None) -
     if flags["fps_unlike_training"]:
         notes.append(f"frame rate {info.fps:g} fps is outside the training videos' {_range(expected, 'g')} fps: "
                      "the heart moves at another speed per frame than in training")
+    far = []
+    for index, name in enumerate(("mean", "std")):
+        expected = (reference or {}).get(f"intensity_{name}")
+        if intensity is not None and expected:
+            margin = max(0.5 * (expected[1] - expected[0]), INTENSITY_MARGIN)
+            if not expected[0] - margin <= intensity[index] <= expected[1] + margin:
+                far.append(f"pixel {name} {intensity[index]:.3f} (training videos {_range(expected, '.3f')})")
+    flags["intensity_unlike_training"] = bool(far)
+    if far:
+        notes.append(f"unlike the training data: {', '.join(far)}; a black, saturated or noise clip or another "
+                     "modality? the prediction may mean nothing")
     return {**flags, "warnings": "; ".join(notes)}
 
 
@@ -141,7 +167,7 @@ def predict_videos(model, config: Config, paths, *, explain_dir=None, prototype_
             rows.append({**row, "error": str(error)})
             continue
         row.update(frames=len(frames), fps=info.fps, height=info.height, width=info.width,
-                   **video_warnings(info, len(frames), config, reference))
+                   **video_warnings(info, len(frames), config, reference, intensity_statistics(frames)))
         if len(frames) < minimum_frames(config):
             error = (f"{path}: too short to predict: {len(frames)} frame(s); the run's clips take {config.data.clip_length} "
                      f"frames every {config.data.period}, and at least half of them must be real video, i.e. "

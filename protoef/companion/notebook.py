@@ -88,16 +88,25 @@ def ensure_run(profile: str, name: str, overrides: dict | None = None, *, data: 
     reused when finished, resumed when interrupted, trained otherwise. A run there with
     another config is refused with the differing keys named: changed parameters need
     another ``name`` (or the old run deleted). Where and how it runs (device, cache
-    folder, loader workers, the data set's folder) does not count (`runs.is_runtime_difference`). ``path`` points at an existing run elsewhere (e.g. from a GPU box)."""
+    folder, loader workers, the same data folder spelled differently) does not count
+    (`runs.is_runtime_difference`); another data folder does. ``path`` points at an existing run elsewhere (e.g. from a GPU box)."""
     out = pathlib.Path(path) if path else run_dir(profile, name)
     config = config_for(profile, overrides, data=data)
     resume = (out / "checkpoints" / "last.pt").is_file()
     if (out / "metrics.json").is_file() or resume:
-        differences = runs.config_differences(runs.read_config(out), config.to_dict())
-        if differences:
-            listed = ", ".join(f"{key} (run: {old!r}, requested: {new!r})" for key, (old, new) in differences.items())
-            raise ValueError(f"{out}: holds a run of another config: {listed}. Give these settings another run name, "
-                             "or delete the run (./run_all.sh --force retrains every run)")
+        # config.json and the checkpoint the run's results come from must both match: an
+        # edited config.json does not make a τ = 0.2 run a τ = 0.5 one.
+        checkpoint = out / "checkpoints" / ("final.pt" if (out / "metrics.json").is_file() else "last.pt")
+        stored_configs = [("", runs.read_config(out))]
+        if checkpoint.is_file():
+            stored_configs.append((f" (by its checkpoints/{checkpoint.name}, whatever config.json says)",
+                                   runs.load_checkpoint(checkpoint)["config"]))
+        for source, stored in stored_configs:
+            differences = runs.config_differences(stored, config.to_dict())
+            if differences:
+                listed = ", ".join(f"{key} (run: {old!r}, requested: {new!r})" for key, (old, new) in differences.items())
+                raise ValueError(f"{out}: holds a run of another config{source}: {listed}. Give these settings another "
+                                 "run name, or delete the run (./run_all.sh --force retrains every run)")
     if (out / "metrics.json").is_file():
         return out
     fit(config, out, resume=resume)

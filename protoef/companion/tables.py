@@ -172,6 +172,15 @@ def iou_per_prototype(table: pd.DataFrame, labels=None) -> pd.DataFrame:
 def pick_by_quantile(efs, levels: dict) -> dict:
     """``{name: index}``: for each name the video whose EF is at quantile `levels[name]` of
     `efs` (0 = lowest, 1 = highest; nearest rank, ties by position)."""
+    if not isinstance(levels, dict) or not levels:
+        raise ValueError(f"examples / levels must be a dict {{name: quantile in [0, 1]}}, e.g. {{'low': 0.0, 'high': 1.0}}; "
+                         f"got {levels!r}")
+    bad = {name: q for name, q in levels.items()
+           if isinstance(q, bool) or not isinstance(q, (int, float)) or not 0.0 <= q <= 1.0}
+    if bad:
+        raise ValueError(f"examples / levels: quantile(s) {bad} are not numbers in [0, 1] (0 = lowest EF, 1 = highest)")
     efs = np.asarray(efs, np.float64)
+    if not len(efs):
+        raise ValueError("pick_by_quantile: no EF values to pick from (an empty split?)")
     order = np.argsort(efs, kind="stable")
     return {name: int(order[int(round(q * (len(efs) - 1)))]) for name, q in levels.items()}

@@ -1,16 +1,17 @@
 """Files → tensors: the EchoNet-Dynamic data layer and its synthetic stand-in."""
-from .filelist import DataError, read_file_list, read_volume_tracings
+from .filelist import DataError, read_file_list, read_volume_tracings, unassigned_rows
 from .echonet import (
     EchoNet,
     clip_starts,
     collate_clips,
     compute_mean_std,
     gather_clips,
+    minimum_frames,
     normalise_clips,
     oversampling_sampler,
 )
 from .tracings import background_mask, disc_volume, ejection_fraction, trace_mask
-from .video import TruncatedVideoError, VideoCache, VideoReadError, probe_video, read_video
+from .video import TruncatedVideoError, VideoCache, VideoReadError, intensity_statistics, probe_video, read_video
 
 __all__ = [
     "DataError",
@@ -25,6 +26,8 @@ __all__ = [
     "disc_volume",
     "ejection_fraction",
     "gather_clips",
+    "intensity_statistics",
+    "minimum_frames",
     "normalise_clips",
     "oversampling_sampler",
     "probe_video",
@@ -32,4 +35,5 @@ __all__ = [
     "read_video",
     "read_volume_tracings",
     "trace_mask",
+    "unassigned_rows",
 ]

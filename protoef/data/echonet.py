@@ -27,13 +27,15 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, WeightedRandomSampler
 
-from .filelist import SPLITS, DataError, read_file_list, read_volume_tracings
+from .filelist import SPLITS, DataError, read_file_list, read_volume_tracings, unassigned_rows
 from .tracings import background_mask, trace_mask
-from .video import TruncatedVideoError, VideoCache, VideoReadError, probe_video, read_frames, read_video
+from .video import (TruncatedVideoError, VideoCache, VideoReadError, intensity_statistics, probe_video, read_frames,
+                    read_video)
 
 __all__ = [
     "EchoNet",
     "clip_starts",
+    "minimum_frames",
     "compute_mean_std",
     "gather_clips",
     "normalise_clips",
@@ -42,6 +44,14 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+
+def minimum_frames(clip_length: int, period: int) -> int:
+    """The fewest frames a video needs to be used (trained on, evaluated or predicted):
+    half of a clip's sampled frames must be real video, not black padding."""
+    return (-(-int(clip_length) // 2) - 1) * int(period) + 1
+
+
 def clip_starts(num_frames: int, span: int, clips, *, generator: torch.Generator | None = None) -> list[int]:
     """Start frames of the clips of a ``num_frames`` video (see the module docstring)."""
     last = max(num_frames - span, 0)  # short videos: one clip at 0, padded
@@ -147,6 +157,8 @@ class EchoNet(Dataset):
         self.cache = VideoCache(cache_dir) if cache_dir is not None else None
         self.strict = strict
         self.skipped: list[tuple[str, str]] = []
+        # Rows of FileList.csv in no split (blank or unknown Split): named, not dropped silently.
+        self.unassigned: list[tuple[str, str]] = []
 
         splits = [split] if isinstance(split, str) else list(split)
         splits = [s.upper() for s in splits]
@@ -157,7 +169,8 @@ class EchoNet(Dataset):
             raise ValueError(f"unknown split(s) {sorted(unknown)}; use TRAIN, VAL, TEST or ALL")
 
         table = read_file_list(self.root)
-        table = table[table["Split"].isin(splits)]
+        self.unassigned = unassigned_rows(table)
+        table = table[table["Split"].isin(splits) & table["FileName"].str.strip().ne("")]  # no FileName: unassigned
         tracings = read_volume_tracings(self.root) if with_masks else {}
         if with_masks and not (self.root / "VolumeTracings.csv").is_file():
             raise DataError(f"{self.root / 'VolumeTracings.csv'}: not found, but with_masks=True needs it")
@@ -186,6 +199,11 @@ class EchoNet(Dataset):
                 self._skip(*problem)
             else:
                 self.records.append(record)
+        if self.unassigned:
+            names = ", ".join(name for name, _ in self.unassigned[:5])
+            warnings.warn(f"{self.root / 'FileList.csv'}: {len(self.unassigned)} row(s) in no split (blank or unknown "
+                          f"Split, or no FileName), not used: {names}{' ...' if len(self.unassigned) > 5 else ''}. "
+                          "See dataset.unassigned.", stacklevel=2)
         if self.skipped:
             reasons = "; ".join(f"{name}: {why}" for name, why in self.skipped[:5])
             more = f" (+{len(self.skipped) - 5} more)" if len(self.skipped) > 5 else ""
@@ -216,6 +234,11 @@ class EchoNet(Dataset):
             return None, (filename, f"unreadable video: {error}")
         if info is None and not path.is_file():
             return None, (filename, f"video file missing: {path}")
+        needed = minimum_frames(self.clip_length, self.period)
+        if info is not None and info.num_frames < needed:  # the rule `predict` applies (one rule for all)
+            return None, (filename, f"too short: {info.num_frames} frame(s); the clips take {self.clip_length} frames "
+                                    f"every {self.period}, and at least half of them must be real video, i.e. "
+                                    f">= {needed} frames")
         if info is not None and info.num_frames > 0 and traced and traced[-1] >= info.num_frames:
             beyond = [frame for frame in traced if frame >= info.num_frames]
             return None, (filename, f"traced frame(s) {beyond} in VolumeTracings.csv lie beyond the video's "
@@ -234,6 +257,14 @@ class EchoNet(Dataset):
             self._skip(filename, "no traced frame in VolumeTracings.csv (with_masks=True needs one)")
             return False
         for frame, rows in frames.items():
+            if frame < 0:
+                self._skip(filename, f"traced frame {frame} in VolumeTracings.csv is negative (frames count from 0)")
+                return False
+            if not np.isfinite(rows).all():
+                bad = int((~np.isfinite(rows)).any(axis=1).sum())
+                self._skip(filename, f"traced frame {frame} has {bad} row(s) with missing or non-numeric X1/Y1/X2/Y2 "
+                                     "in VolumeTracings.csv; without them the long axis and chords are unknown")
+                return False
             if len(rows) < 2:
                 self._skip(filename, f"traced frame {frame} has {len(rows)} row(s); needs a long axis and chords")
                 return False
@@ -264,6 +295,16 @@ class EchoNet(Dataset):
                 "aspect": span(r.width / r.height for r in self.records),
                 "fps": span(r.fps for r in self.records),
                 "num_frames": span(r.num_frames for r in self.records)}
+
+    def intensity_summary(self, samples: int = 32) -> dict:
+        """Per-video pixel mean and std (`intensity_statistics`, min / max) over up to
+        ``samples`` videos evenly spread over the split (the first always among them); no
+        random draw, so training randomness is untouched."""
+        chosen = sorted({int(i) for i in np.linspace(0, len(self) - 1, min(samples, len(self)))}) if len(self) else []
+        stats = [intensity_statistics(self.frames(index)) for index in chosen]
+        return {"intensity_videos": len(stats),
+                "intensity_mean": [min(m for m, _ in stats), max(m for m, _ in stats)] if stats else None,
+                "intensity_std": [min(s for _, s in stats), max(s for _, s in stats)] if stats else None}
 
     def frames(self, index: int) -> np.ndarray:
         """The whole decoded video (F, H, W) uint8 at the output size (cached if enabled)."""

@@ -8,7 +8,7 @@ import pathlib
 import numpy as np
 import pandas as pd
 
-__all__ = ["SPLITS", "DataError", "read_file_list", "read_volume_tracings"]
+__all__ = ["SPLITS", "DataError", "read_file_list", "read_volume_tracings", "unassigned_rows"]
 
 SPLITS = ("TRAIN", "VAL", "TEST")
 
@@ -23,7 +23,13 @@ def _read_csv(path: pathlib.Path, required: set[str]) -> pd.DataFrame:
             f"{path}: not found. An EchoNet-Dynamic root holds FileList.csv, "
             "VolumeTracings.csv and Videos/*.avi (see README, 'Data')."
         )
-    table = pd.read_csv(path, skipinitialspace=True)  # CRLF line endings are handled by pandas
+    try:
+        table = pd.read_csv(path, skipinitialspace=True)  # CRLF line endings are handled by pandas
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path}: the file is empty; it needs a header line ({', '.join(sorted(required))}) "
+                        "and one row per video") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as error:
+        raise DataError(f"{path}: not a readable CSV file ({str(error).strip().splitlines()[0]})") from None
     table.columns = [str(column).strip() for column in table.columns]
     missing = required - set(table.columns)
     if missing:
@@ -38,18 +44,65 @@ def _with_avi(name: str) -> str:
 
 def read_file_list(root) -> pd.DataFrame:
     """``FileList.csv`` with a normalised ``filename`` (always ``.avi``), upper-case ``Split``
-    and numeric ``EF`` (NaN where missing or not a number). Extra columns are kept."""
-    table = _read_csv(pathlib.Path(root) / "FileList.csv", {"FileName", "EF", "Split"})
+    (blank where missing) and numeric ``EF`` (NaN where missing or not a number). Extra
+    columns are kept.
+
+    Refused with a `DataError` naming the rows: a FileName that points outside ``Videos/``
+    (absolute, or with ``..``), a video listed in two splits (leakage between TRAIN, VAL
+    and TEST), and EF that looks like fractions (every EF <= 1: EF is a percentage).
+    Rows whose Split is blank or not TRAIN/VAL/TEST belong to no split: `unassigned_rows`
+    names them (`EchoNet` and ``check-data`` report them)."""
+    path = pathlib.Path(root) / "FileList.csv"
+    table = _read_csv(path, {"FileName", "EF", "Split"})
+    table["FileName"] = table["FileName"].fillna("").astype(str)
     table["filename"] = table["FileName"].map(_with_avi)
-    table["Split"] = table["Split"].astype(str).str.strip().str.upper()
+    table["Split"] = table["Split"].fillna("").astype(str).str.strip().str.upper()
     table["EF"] = pd.to_numeric(table["EF"], errors="coerce")
+    outside = [name for name in table["FileName"].str.strip() if _escapes_videos(name)]
+    if outside:
+        raise DataError(f"{path}: FileName(s) {outside[:5]} point outside Videos/ (absolute or with '..'); a FileName "
+                        "names a file inside Videos/, e.g. 0X1A2B3C4D5E6F7A8B")
+    assigned = table[table["Split"].isin(SPLITS)]
+    splits = assigned.groupby("filename")["Split"].unique()
+    leaked = splits[splits.map(len) > 1]
+    if len(leaked):
+        listed = "; ".join(f"{name} in {'/'.join(sorted(values))}" for name, values in leaked.head(5).items())
+        more = f" (+{len(leaked) - 5} more)" if len(leaked) > 5 else ""
+        raise DataError(f"{path}: {len(leaked)} video(s) listed in more than one split: {listed}{more}. A video in "
+                        "two splits leaks between training and evaluation; give each FileName one Split")
+    efs = table["EF"].dropna()
+    if len(efs) and (efs.abs() <= 1.0).all():
+        raise DataError(f"{path}: every EF is <= 1 (max {efs.max():g}): EF looks like fractions, but the EF column is a "
+                        "percentage (0-100); multiply it by 100")
     return table
+
+
+def _escapes_videos(name: str) -> bool:
+    posix = pathlib.PurePosixPath(name.replace("\\", "/"))
+    return posix.is_absolute() or pathlib.PureWindowsPath(name).is_absolute() or ".." in posix.parts
+
+
+def unassigned_rows(table: pd.DataFrame) -> list[tuple[str, str]]:
+    """``(filename, reason)`` for each row of a `read_file_list` table that belongs to no
+    split (blank or unknown Split, or no FileName: e.g. the half-written last row of a
+    truncated file), in file order."""
+    rows = []
+    for line, (name, split) in enumerate(zip(table["FileName"].str.strip(), table["Split"]), start=2):
+        if not name:
+            rows.append((f"(row {line})", "no FileName in FileList.csv; the row names no video"))
+        elif not split:
+            rows.append((_with_avi(name), f"blank Split in FileList.csv (row {line}); the video belongs to no split"))
+        elif split not in SPLITS:
+            rows.append((_with_avi(name), f"Split {split!r} in FileList.csv (row {line}) is not TRAIN, VAL or TEST; "
+                                          "the video belongs to no split"))
+    return rows
 
 
 def read_volume_tracings(root) -> dict[str, dict[int, np.ndarray]]:
     """``VolumeTracings.csv`` as {filename.avi: {frame: rows (R, 4) of X1, Y1, X2, Y2}}.
 
-    Row order inside a frame is kept: the first row is the long axis. An absent file gives
+    Row order inside a frame is kept: the first row is the long axis. Coordinates that are
+    missing or not numbers are NaN (a caller must not use such a frame). An absent file gives
     an empty mapping (masks are then unavailable, which only matters with ``with_masks``).
     """
     path = pathlib.Path(root) / "VolumeTracings.csv"
@@ -59,7 +112,10 @@ def read_volume_tracings(root) -> dict[str, dict[int, np.ndarray]]:
     table["filename"] = table["FileName"].map(_with_avi)
     coords = table[["X1", "Y1", "X2", "Y2"]].apply(pd.to_numeric, errors="coerce")
     frames = pd.to_numeric(table["Frame"], errors="coerce")
-    valid = coords.notna().all(axis=1) & frames.notna()
+    # Rows with missing coordinates stay (as NaN): dropping them would make the next chord
+    # the long axis; `EchoNet` skips such a video with the reason. Rows without a frame
+    # number cannot be placed in any traced frame.
+    valid = frames.notna()
     values = coords[valid].to_numpy(np.float64)
     keys = pd.DataFrame({"filename": table.loc[valid, "filename"].to_numpy(), "frame": frames[valid].astype(int).to_numpy()})
     tracings: dict[str, dict[int, np.ndarray]] = {}

@@ -356,13 +356,15 @@ def _default_workers() -> int:
 
 def generate(out_dir: str | os.PathLike, *, videos: int = 400, seed: int = 0, workers: int | None = None,
              write_masks: bool = True, progress: bool = True, val_fraction: float = SPLIT_FRACTIONS["VAL"],
-             test_fraction: float = SPLIT_FRACTIONS["TEST"], min_frames: int | None = None) -> pathlib.Path:
+             test_fraction: float = SPLIT_FRACTIONS["TEST"], min_frames: int | None = None,
+             overwrite: bool = False) -> pathlib.Path:
     """Write a synthetic EchoNet-Dynamic-format data set of ``videos`` videos to ``out_dir``.
 
     ``workers``: processes (default: usable CPUs; <= 1 renders in this process). The output
     is identical for any ``workers``. Workers are *spawned*, so a script calling this with
-    ``workers > 1`` needs the usual ``if __name__ == "__main__":`` guard. Existing files of
-    the same names are overwritten. ``write_masks``: also write ``LVMasks/*.npz``.
+    ``workers > 1`` needs the usual ``if __name__ == "__main__":`` guard. A folder that already
+    holds a data set (FileList.csv or VolumeTracings.csv) is refused unless ``overwrite``
+    (``synth --overwrite``), which replaces files of the same names. ``write_masks``: also write ``LVMasks/*.npz``.
     ``val_fraction`` / ``test_fraction``: shares of VAL and TEST (TRAIN gets the rest).
     ``min_frames``: lengthen shorter videos to this many frames (e.g. 640 for ten 64-frame
     test clips); ``None`` keeps the drawn lengths (100–250 frames, a few 40–63).
@@ -373,7 +375,13 @@ def generate(out_dir: str | os.PathLike, *, videos: int = 400, seed: int = 0, wo
     if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
         raise ValueError(f"val_fraction {val_fraction} and test_fraction {test_fraction} must be in [0, 1) "
                          "and leave a share for TRAIN")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be an int >= 0 (synth --seed), got {seed!r}")
     root = pathlib.Path(out_dir)
+    existing = [name for name in ("FileList.csv", "VolumeTracings.csv") if (root / name).exists()]
+    if existing and not overwrite:
+        raise FileExistsError(f"{root}: holds a data set already ({', '.join(existing)}); writing a synthetic set there "
+                              "would replace its files. Choose an empty folder, or pass --overwrite (overwrite=True)")
     (root / "Videos").mkdir(parents=True, exist_ok=True)
     if write_masks:
         (root / "LVMasks").mkdir(exist_ok=True)
@@ -412,9 +420,10 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
     parser.add_argument("--workers", type=int, default=None, help="processes (default: all usable CPUs)")
     parser.add_argument("--no-masks", action="store_true", help="skip the LVMasks/*.npz side files")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--overwrite", action="store_true", help="replace the files of a data set already in out_dir")
     args = parser.parse_args(argv)
     root = generate(args.out_dir, videos=args.videos, seed=args.seed, workers=args.workers,
-                    write_masks=not args.no_masks, progress=not args.quiet)
+                    write_masks=not args.no_masks, progress=not args.quiet, overwrite=args.overwrite)
     print(f"wrote {args.videos} videos to {root}")
     return root
 

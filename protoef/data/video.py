@@ -16,7 +16,8 @@ import numpy as np
 
 from ..files import atomic_path
 
-__all__ = ["VideoReadError", "TruncatedVideoError", "VideoInfo", "count_decodable_frames", "probe_video", "read_video", "read_frames", "VideoCache"]
+__all__ = ["VideoReadError", "TruncatedVideoError", "VideoInfo", "count_decodable_frames", "probe_video", "read_video", "read_frames", "VideoCache",
+           "intensity_statistics"]
 
 # Decoding happens inside DataLoader workers; OpenCV's own thread pool would only fight
 # them for the same cores.
@@ -215,3 +216,11 @@ class VideoCache:
         with atomic_path(entry) as temporary, open(temporary, "wb") as handle:
             np.save(handle, video)
         return video
+
+
+def intensity_statistics(frames) -> tuple[float, float]:
+    """(mean, std) of a decoded video's pixels (F, H, W) uint8 on the [0, 1] scale: what
+    ``predict`` compares with the training videos (an all-black or pure-noise clip lies far
+    outside them)."""
+    values = np.asarray(frames, dtype=np.float64) / 255.0
+    return (float(values.mean()), float(values.std())) if values.size else (0.0, 0.0)

@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from ..config import Config, from_dict
 from ..data import compute_mean_std, oversampling_sampler, read_file_list
-from ..diagnostics import far_pair_angle_degrees, top_prototypes
+from ..diagnostics import far_pair_angle_degrees, result_warnings, top_prototypes
 from ..model import ProtoEFNet, unwrap
 from . import runs
 from .build import (RunContext, build_loss, build_model, build_optimizer, data_root, make_loader,
@@ -93,7 +93,12 @@ def fit(config: Config, out_dir, *, resume: bool = False) -> dict:
     out = pathlib.Path(out_dir)
     if resume and (out / "metrics.json").is_file():
         _resumed_config(out, config, runs.read_config(out))  # a finished run of another config is no answer
-        return pd.read_json(out / "metrics.json", typ="series").to_dict()  # finished already
+        try:  # finished only if its final checkpoint reads back
+            runs.load_checkpoint(out / "checkpoints" / "final.pt")
+            return pd.read_json(out / "metrics.json", typ="series").to_dict()  # finished already
+        except runs.CheckpointError as error:
+            print(f"[train] {error}; re-running the end of the run (best checkpoint → push → test) to rewrite it")
+            (out / "metrics.json").unlink()  # no longer a finished run until the end is re-run
     if not resume and (out / "checkpoints" / "last.pt").exists():
         raise FileExistsError(f"{out}: holds a run already; pass resume=True (--resume) or choose a new directory")
     started = time.perf_counter()
@@ -137,7 +142,8 @@ def _start(config: Config, out: pathlib.Path, *, resume: bool) -> _Run:
         runs.atomic_write_text(out / "config.json", config.to_json() + "\n")
         environment = runs.environment(context.device)
         runs.write_json(out / "environment.json", environment | {
-            "data_root": str(root), "training_videos": sets["train"].video_summary()})  # what predict compares with
+            "data_root": str(root), "training_videos": sets["train"].video_summary()
+            | sets["train"].intensity_summary()})  # what predict compares with
         for problem in environment["numerics"]["problems"]:
             print(f"[train] warning: the pinned numerical environment did not take effect ({problem}): this run's "
                   "numbers are this machine's, not the README's (protoef.numerics)")
@@ -326,6 +332,9 @@ def finish(model, config: Config, sets: dict, context: RunContext, out, *, initi
     # The yardstick every MAE is read against: always predicting the training-mean EF.
     train_mean = float(np.mean(sets["train"].efs))
     metrics["trivial"] = {"train_mean_ef": train_mean, "test_mae": float(np.abs(np.asarray(predictions["ef"]) - train_mean).mean())}
+    metrics["warnings"] = result_warnings(predictions)  # a dead model is said, not passed
+    for note in metrics["warnings"]:
+        print(f"[train] warning: {note}")
     _save_predictions(out, model, predictions)
     runs.save_checkpoint(out / "checkpoints" / "final.pt", {"model": model.state_dict(), "config": config.to_dict(),
                                                                 "kind": config.model.kind, "epoch": best_epoch - 1})

@@ -40,7 +40,8 @@ from .. import numerics
 from ..files import atomic_path
 
 __all__ = ["CheckpointError", "RunLockedError", "atomic_write_text", "write_json", "write_csv", "write_npz", "save_checkpoint",
-           "load_checkpoint", "environment", "run_lock", "flatten", "config_differences", "is_runtime_difference", "read_config", "RUNTIME_KEYS"]
+           "load_checkpoint", "environment", "run_lock", "flatten", "config_differences", "is_runtime_difference", "read_config", "RUNTIME_KEYS",
+           "same_folder"]
 
 
 class CheckpointError(RuntimeError):
@@ -219,10 +220,19 @@ def flatten(config: dict, prefix: str = "") -> dict:
 
 
 def is_runtime_difference(key: str, stored, requested) -> bool:
-    """Whether a difference says only where the data lives or how the run executes:
-    `RUNTIME_KEYS`, or ``data.root`` when both name a folder (the same data set may live
-    elsewhere on another machine; None, the synthetic set, versus a folder is another set)."""
-    return key in RUNTIME_KEYS or (key == "data.root" and stored is not None and requested is not None)
+    """Whether a difference says only how the run executes: `RUNTIME_KEYS`, or ``data.root``
+    spelled differently for the same folder (``data/echo`` and ``./data/echo/``). The data
+    set is part of what a run learns: another folder (or None, the synthetic set, versus a
+    folder) is another run."""
+    return key in RUNTIME_KEYS or (key == "data.root" and stored is not None and requested is not None
+                                   and same_folder(stored, requested))
+
+
+def same_folder(first, second) -> bool:
+    """Whether two paths name one folder (after ``~`` and symbolic links are resolved)."""
+    def resolved(path):
+        return pathlib.Path(str(path)).expanduser().resolve()
+    return resolved(first) == resolved(second)
 
 
 def config_differences(stored: dict, requested: dict, *, runtime: bool = False) -> dict:
