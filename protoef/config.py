@@ -371,7 +371,10 @@ def _optional(check):
 # also be finite (no NaN or inf). A new field gets its row here.
 VALID_RANGES: list[tuple[str, typing.Callable[[typing.Any], bool], str]] = [
     ("seed", _at_least(0), "an int >= 0"),
-    ("profile", lambda value: value in PROFILES, "one of " + ", ".join(sorted(PROFILES))),
+    # "<profile>-warmstart": the black-box pretraining a profile's synthetic warm start runs
+    # (protoef.training.warmstart), validated like every run.
+    ("profile", lambda value: value in PROFILES or value.removesuffix("-warmstart") in PROFILES,
+     "one of " + ", ".join(sorted(PROFILES)) + " (or the warm start's '<profile>-warmstart')"),
     ("data.root", _optional(lambda value: bool(str(value).strip())), "None (the synthetic set) or a folder path, not empty"),
     ("device", lambda value: re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", value) is not None, "auto, cpu, mps, cuda or cuda:N"),
     ("data.synthetic_videos", _at_least(3), "an int >= 3: one TRAIN, one VAL and one TEST video at least"),
