@@ -315,6 +315,7 @@ def test_pooled_features_and_embedding(root, model):
     assert embeddings.embed(np.eye(2), method="tsne").shape == (2, 2)
 
 
+@pytest.mark.slow
 def test_umap_keeps_two_separated_clusters_apart():
     # Two tight clusters on opposite directions (the embedding uses cosine geometry).
     rng = np.random.default_rng(0)

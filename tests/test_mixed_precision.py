@@ -25,6 +25,8 @@ from protoef.training.build import RunContext, build_loss, build_model, feature_
 from protoef.training.loops import evaluate, train_epoch
 from protoef.training.push import push_prototypes
 
+pytestmark = pytest.mark.slow  # bf16 convolutions are emulated under the pinned AVX2 kernels: ~2 min in all
+
 SIMILARITY_TOL = 5e-3
 EF_TOL = 0.25
 LOSS_RTOL = 0.02

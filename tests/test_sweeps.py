@@ -44,6 +44,7 @@ def test_auto_is_sequential_unless_several_gpus_are_visible(monkeypatch):
         executors.run_jobs([executors.Job("smoke", "x", SMOKE)], "gpus")
 
 
+@pytest.mark.slow
 def test_two_run_sweep_runs_in_parallel_through_submitit_local_executor(repo, tmp_path):
     pytest.importorskip("submitit", reason="submitit is an optional extra: pip install -e '.[cluster]'")
     jobs = [executors.Job("smoke", f"seed{seed}", {**SMOKE, "seed": seed}) for seed in (0, 1)]
@@ -62,6 +63,7 @@ def test_two_run_sweep_runs_in_parallel_through_submitit_local_executor(repo, tm
     assert [(run / "metrics.json").stat().st_mtime_ns for run in runs] == finished
 
 
+@pytest.mark.slow
 def test_process_executor_resumes_an_interrupted_run(repo):
     job = executors.Job("smoke", "resume", SMOKE)
     run = executors.run_jobs([job], "sequential")[0]
@@ -75,6 +77,7 @@ def test_process_executor_resumes_an_interrupted_run(repo):
     pd.testing.assert_frame_equal(pd.read_csv(run / "history.csv"), history)  # no epoch was trained again
 
 
+@pytest.mark.slow
 def test_a_failing_run_is_reported_after_the_others_finish(repo):
     jobs = [executors.Job("smoke", "ok", SMOKE), executors.Job("smoke", "bad", {**SMOKE, "model.kind": "nonsense"})]
     with pytest.raises(RuntimeError, match=r"1 of 2 sweep runs failed: .*smoke-bad.*sweep\.log"):

@@ -139,6 +139,7 @@ def _metrics(out) -> dict:
     return json.loads((pathlib.Path(out) / "metrics.json").read_text())
 
 
+@pytest.mark.slow
 def test_same_seed_same_result_and_resume_after_kill_equals_uninterrupted(finished_run, cache, tmp_path):
     again = tmp_path / "again"
     fit(smoke(cache), again)
@@ -224,6 +225,7 @@ def test_check_data_cli_counts_every_split_and_names_skipped_videos(cache, tmp_p
     assert cli(["check-data", str(root), "--fail-on-skip"]) == 1
 
 
+@pytest.mark.slow
 def test_initial_weights_depend_on_the_seed_alone(cache, tmp_path, monkeypatch):
     # A data-side change that draws more random numbers (here: feature_size) must not
     # change the model a run starts from.
@@ -276,6 +278,7 @@ def test_broken_checkpoints_give_clear_errors(finished_run, tmp_path, capsys):
         load_run(other)
 
 
+@pytest.mark.slow
 def test_black_box_baseline_runs_through_the_same_pipeline(cache, tmp_path):
     out = tmp_path / "blackbox"
     metrics = fit(smoke(cache, **{"model.kind": "blackbox", "optim.epochs": 1}), out)
@@ -296,6 +299,7 @@ def test_missing_data_set_is_a_clear_cli_error(tmp_path, capsys):
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_on_cpu_write_one_run(cache, tmp_path):
     # DistributedDataParallel over gloo: the multi-GPU code path, exercised on the CPU.
     root = data_root(smoke(cache))  # generated once, before the ranks start
@@ -313,6 +317,7 @@ def test_torchrun_two_processes_on_cpu_write_one_run(cache, tmp_path):
     assert json.loads((out / "environment.json").read_text())["data_root"] == str(root)
 
 
+@pytest.mark.slow
 def test_local_beta_candidates_train_end_to_end(cache, tmp_path):
     out = tmp_path / "local"
     fit(smoke(cache, **{"optim.epochs": 1, "loss.expected_label_error": 0.01, "loss.reverse_soft_label": 1.0,
