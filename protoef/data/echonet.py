@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, WeightedRandomSampler
 
-from .filelist import SPLITS, DataError, read_file_list, read_volume_tracings, unassigned_rows
+from .filelist import SPLITS, DataError, Tracings, read_file_list, read_volume_tracings, unassigned_rows
 from .tracings import background_mask, trace_mask
 from .video import (TruncatedVideoError, VideoCache, VideoReadError, intensity_statistics, probe_video, read_frames,
                     read_video)
@@ -171,7 +171,7 @@ class EchoNet(Dataset):
         table = read_file_list(self.root)
         self.unassigned = unassigned_rows(table)
         table = table[table["Split"].isin(splits) & table["FileName"].str.strip().ne("")]  # no FileName: unassigned
-        tracings = read_volume_tracings(self.root) if with_masks else {}
+        tracings = read_volume_tracings(self.root) if with_masks else Tracings()
         if with_masks and not (self.root / "VolumeTracings.csv").is_file():
             raise DataError(f"{self.root / 'VolumeTracings.csv'}: not found, but with_masks=True needs it")
 
@@ -184,6 +184,10 @@ class EchoNet(Dataset):
                 self._skip(filename, "EF missing or not a number in FileList.csv")
             elif not 0.0 <= ef <= 100.0:
                 self._skip(filename, f"EF {ef:g} in FileList.csv is outside 0-100 (EF is a percentage)")
+            elif with_masks and tracings.unplaced.get(filename):
+                rows = tracings.unplaced[filename]
+                self._skip(filename, f"{len(rows)} row(s) in VolumeTracings.csv without a whole-number Frame "
+                                     f"({'; '.join(rows[:3])}); the traced frame they belong to is unknown")
             elif with_masks and not self._usable_tracings(filename, tracings.get(filename, {})):
                 pass  # _usable_tracings recorded the reason
             else:

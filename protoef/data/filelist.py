@@ -8,7 +8,7 @@ import pathlib
 import numpy as np
 import pandas as pd
 
-__all__ = ["SPLITS", "DataError", "read_file_list", "read_volume_tracings", "unassigned_rows"]
+__all__ = ["SPLITS", "DataError", "Tracings", "read_file_list", "read_volume_tracings", "unassigned_rows"]
 
 SPLITS = ("TRAIN", "VAL", "TEST")
 
@@ -98,27 +98,41 @@ def unassigned_rows(table: pd.DataFrame) -> list[tuple[str, str]]:
     return rows
 
 
-def read_volume_tracings(root) -> dict[str, dict[int, np.ndarray]]:
+class Tracings(dict):
+    """{filename.avi: {frame: rows (R, 4)}} and ``unplaced``: per video, the rows whose Frame
+    is missing, not a number or not a whole number (they belong to no traced frame, so the
+    frame they were part of lacks them; `EchoNet` skips such a video with the reason)."""
+
+    def __init__(self, *args, unplaced: dict[str, list[str]] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.unplaced: dict[str, list[str]] = dict(unplaced or {})
+
+
+def read_volume_tracings(root) -> Tracings:
     """``VolumeTracings.csv`` as {filename.avi: {frame: rows (R, 4) of X1, Y1, X2, Y2}}.
 
     Row order inside a frame is kept: the first row is the long axis. Coordinates that are
-    missing or not numbers are NaN (a caller must not use such a frame). An absent file gives
+    missing or not numbers are NaN (a caller must not use such a frame); rows without a
+    whole-number Frame are listed in ``.unplaced`` (a `Tracings`). An absent file gives
     an empty mapping (masks are then unavailable, which only matters with ``with_masks``).
     """
     path = pathlib.Path(root) / "VolumeTracings.csv"
     if not path.is_file():
-        return {}
+        return Tracings()
     table = _read_csv(path, {"FileName", "X1", "Y1", "X2", "Y2", "Frame"})
     table["filename"] = table["FileName"].map(_with_avi)
     coords = table[["X1", "Y1", "X2", "Y2"]].apply(pd.to_numeric, errors="coerce")
     frames = pd.to_numeric(table["Frame"], errors="coerce")
     # Rows with missing coordinates stay (as NaN): dropping them would make the next chord
-    # the long axis; `EchoNet` skips such a video with the reason. Rows without a frame
-    # number cannot be placed in any traced frame.
-    valid = frames.notna()
+    # the long axis; `EchoNet` skips such a video with the reason. Rows without a whole
+    # frame number cannot be placed in any traced frame: `Tracings.unplaced` names them.
+    valid = frames.notna() & (frames == frames.round())
+    unplaced: dict[str, list[str]] = {}
+    for line, (filename, frame) in zip(table.index[~valid] + 2, table.loc[~valid, ["filename", "Frame"]].itertuples(index=False)):
+        unplaced.setdefault(filename, []).append(f"row {line}: Frame {'blank' if pd.isna(frame) else repr(str(frame))}")
     values = coords[valid].to_numpy(np.float64)
     keys = pd.DataFrame({"filename": table.loc[valid, "filename"].to_numpy(), "frame": frames[valid].astype(int).to_numpy()})
-    tracings: dict[str, dict[int, np.ndarray]] = {}
+    tracings = Tracings(unplaced=unplaced)
     # .indices keeps the file's row order inside each group: the long axis stays first.
     for (filename, frame), rows in keys.groupby(["filename", "frame"], sort=False).indices.items():
         tracings.setdefault(filename, {})[int(frame)] = values[rows]
