@@ -84,3 +84,127 @@ def test_tracing_rows_without_a_whole_frame_skip_the_video_with_a_reason(frame_t
     assert dataset.filenames == ["GOOD.avi"]
     assert dict(dataset.skipped)["BAD.avi"].startswith(f"1 row(s) in VolumeTracings.csv without a whole-number Frame "
                                                        f"(row {row + 1}: {shown})")
+
+
+# ----------------------------------------------------------------------------- audit: FileList.csv
+
+ABC = "FileName,EF,Split\nA,{a},TRAIN\nB,40,VAL\nC,60,TEST\n"
+
+
+@pytest.mark.parametrize("ef, reason", [
+    ("65%", "EF '65%' in FileList.csv is missing or not a finite number (EF is a percentage written as a plain number"),
+    ("6,5", "EF '6,5' in FileList.csv is missing or not a finite number"),
+    ("inf", "EF 'inf' in FileList.csv is missing or not a finite number"),
+    ("", "EF blank in FileList.csv is missing or not a finite number"),
+    ("0.6", "EF 0.6 in FileList.csv looks like a fraction while other rows are percentages (EF 60 meant?)"),
+    ("150", "EF 150 in FileList.csv is outside 0-100"),
+])
+def test_unusable_ef_values_are_skipped_naming_the_value(ef, reason, tmp_path):
+    text = ABC.format(a=f'"{ef}"' if "," in ef else ef)
+    root = write_root(tmp_path / "root", text, videos=[(name, 40) for name in "ABC"])
+    with pytest.warns(UserWarning, match="skipped 1 video"):
+        dataset = EchoNet(root, "TRAIN", **SMALL)
+    assert dataset.filenames == [] and dict(dataset.skipped)["A.avi"].startswith(reason)
+
+
+@pytest.mark.parametrize("header, expected", [
+    ("FileName,EF,Split,EF", r"column\(s\) \['EF'\] appear more than once in the header"),
+    ("FileName;EF;Split", r"found \['FileName;EF;Split'\]; the header looks separated by ';'"),
+    ("FileName\tEF\tSplit", r"the header looks separated by tabs"),
+])
+def test_ambiguous_or_misseparated_headers_are_refused(header, expected, tmp_path):
+    separator = ";" if ";" in header else "\t" if "\t" in header else ","
+    rows = [separator.join(row) for row in (("A", "50", "TRAIN", "0.5"), ("B", "40", "VAL", "0.4"), ("C", "60", "TEST", "0.6"))]
+    rows = [row if header.count(separator) == 3 else separator.join(row.split(separator)[:3]) for row in rows]
+    root = write_root(tmp_path / "root", header + "\n" + "\n".join(rows) + "\n", videos=[(name, 40) for name in "ABC"])
+    with pytest.raises(DataError, match=expected):
+        EchoNet(root, "TRAIN", **SMALL)
+
+
+def test_a_folder_named_like_a_data_file_or_a_video_is_named(tmp_path):
+    root = write_root(tmp_path / "root", ABC.format(a=50), videos=[("B", 40), ("C", 40)])
+    (root / "Videos" / "A.avi").mkdir()
+    with pytest.warns(UserWarning, match="skipped 1 video"):
+        dataset = EchoNet(root, "TRAIN", **SMALL)
+    assert dict(dataset.skipped)["A.avi"].endswith(f"{root / 'Videos' / 'A.avi'}: is a folder, not a video file")
+    (root / "FileList.csv").unlink()
+    (root / "FileList.csv").mkdir()
+    with pytest.raises(DataError, match=r"FileList.csv: is a folder, not a CSV file"):
+        EchoNet(root, "TRAIN", **SMALL)
+
+
+def test_a_root_without_videos_folder_is_one_error(tmp_path, capsys):
+    root = write_root(tmp_path / "root", ABC.format(a=50))
+    (root / "Videos").rmdir()
+    with pytest.raises(DataError, match=r"root/Videos: no such folder"):
+        EchoNet(root, "TRAIN", **SMALL)
+    assert cli(["check-data", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert f"{root / 'Videos'}: no such folder" in err and err.count("\n") == 1
+
+
+# ----------------------------------------------------------------------------- audit: VolumeTracings.csv
+
+def boxes(name: str, box, frames=(3, 20)) -> list[str]:
+    return [line for frame in frames for line in tracing_rows(f"{name}.avi", frame, rectangle_tracing(*box))]
+
+
+@pytest.mark.parametrize("rows, reason", [
+    (boxes("A", (160, 480, 120, 520)), "traced frame 3 in VolumeTracings.csv has coordinates outside the video's 64x64 frame"),
+    (boxes("A", (-30, -4, 12, 52)), "traced frame 3 in VolumeTracings.csv has coordinates outside the video's 64x64 frame"),
+    ([f"A.avi,0,0,0,0,{frame}" for frame in (3, 3, 3, 20, 20, 20)], "traced frame 3 in VolumeTracings.csv has a zero-length long axis"),
+    (["A.avi,32,10,32,50,3"] + ["A.avi,20,20,20,20,3"] * 3 + boxes("A", (16, 48, 12, 52), (20,)),
+     "traced frame 3 in VolumeTracings.csv has a zero-length set of chords"),
+])
+def test_tracings_that_enclose_nothing_or_lie_outside_the_frame_are_skipped(rows, reason, tmp_path):
+    root = write_root(tmp_path / "root", ABC.format(a=50), "FileName,X1,Y1,X2,Y2,Frame\n" + "\n".join(rows) + "\n",
+                      videos=[(name, 40) for name in "ABC"])
+    with pytest.warns(UserWarning, match="skipped 1 video"):
+        dataset = EchoNet(root, "TRAIN", with_masks=True, **SMALL)
+    assert dataset.filenames == [] and dict(dataset.skipped)["A.avi"].startswith(reason)
+
+
+# ----------------------------------------------------------------------------- audit: options and output folders
+
+def test_an_override_without_a_key_is_named(tmp_path, capsys):
+    assert cli(["train", "--profile", "smoke", "--set", "=5", "--out", str(tmp_path / "run")]) == 2
+    assert "override '=5': no KEY before '='" in capsys.readouterr().err and not (tmp_path / "run").exists()
+
+
+def test_synth_into_a_file_names_it(tmp_path, capsys):
+    target = tmp_path / "a-file"
+    target.write_text("keep")
+    assert cli(["synth", str(target), "--videos", "3", "--workers", "1"]) == 2
+    assert f"{target}: is a file, not a folder; synth OUT_DIR" in capsys.readouterr().err
+    assert target.read_text() == "keep"
+
+
+def test_train_never_writes_into_a_data_set(cache, tmp_path, capsys):
+    root = write_root(tmp_path / "echo", ABC.format(a=50), videos=[(name, 40) for name in "ABC"])
+    before = sorted(path.name for path in root.iterdir())
+    assert cli(["train", "--profile", "smoke", "--set", f"data.cache_dir={cache}", "--out", str(root)]) == 2
+    assert f"{root}: holds a data set (FileList.csv); a run written there would mix" in capsys.readouterr().err
+    assert sorted(path.name for path in root.iterdir()) == before
+
+
+def test_predict_never_writes_inside_a_run_or_a_data_set(finished_run, cache, tmp_path, capsys):
+    run = finished_run[0]
+    video = sorted((data_root(smoke(cache)) / "Videos").glob("*.avi"))[0]
+    before = sorted(path.relative_to(run) for path in run.rglob("*"))
+    for out in (run / "prototypes", run / "new-folder"):
+        assert cli(["predict", str(run), str(video), "--out", str(out), "--no-figures"]) == 2
+        assert f"--out {out}: lies inside the run directory {run.resolve()}" in capsys.readouterr().err
+    assert sorted(path.relative_to(run) for path in run.rglob("*")) == before
+    root = data_root(smoke(cache))
+    assert cli(["predict", str(run), str(video), "--out", str(root), "--no-figures"]) == 2
+    assert f"--out {root}: holds a data set (FileList.csv, VolumeTracings.csv)" in capsys.readouterr().err
+    assert not (root / "predictions.csv").exists()
+
+
+def test_predict_with_a_training_checkpoint_does_not_compare_similarities(finished_run, cache, tmp_path, capsys):
+    best = finished_run[0] / "checkpoints" / "best.pt"
+    video = sorted((data_root(smoke(cache)) / "Videos").glob("*.avi"))[0]
+    with pytest.warns(UserWarning, match="before the push"):
+        assert cli(["predict", str(best), str(video), "--out", str(tmp_path / "out"), "--no-figures"]) == 0
+    assert "is not the run's final model: the similarity to the prototypes is not compared" in capsys.readouterr().err
+    assert not pd.read_csv(tmp_path / "out" / "predictions.csv").loc[0, "similarity_unlike_training"]

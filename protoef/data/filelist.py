@@ -18,6 +18,8 @@ class DataError(ValueError):
 
 
 def _read_csv(path: pathlib.Path, required: set[str]) -> pd.DataFrame:
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder, not a CSV file; it must be the file itself")
     if not path.is_file():
         raise DataError(
             f"{path}: not found. An EchoNet-Dynamic root holds FileList.csv, "
@@ -30,11 +32,26 @@ def _read_csv(path: pathlib.Path, required: set[str]) -> pd.DataFrame:
                         "and one row per video") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as error:
         raise DataError(f"{path}: not a readable CSV file ({str(error).strip().splitlines()[0]})") from None
+    header = _header(path)
+    doubled = sorted({name for name in header if name in required and header.count(name) > 1})
+    if doubled:  # pandas would rename the second one "EF.1" and use the first silently
+        raise DataError(f"{path}: column(s) {doubled} appear more than once in the header; keep one of each")
     table.columns = [str(column).strip() for column in table.columns]
     missing = required - set(table.columns)
     if missing:
-        raise DataError(f"{path}: missing column(s) {sorted(missing)}; found {list(table.columns)}")
+        found = list(table.columns)
+        hint = next((f"; the header looks separated by {name}, but the file must be comma-separated"
+                     for mark, name in ((";", "';'"), ("\t", "tabs")) if len(found) == 1 and mark in found[0]), "")
+        raise DataError(f"{path}: missing column(s) {sorted(missing)}; found {found}{hint}")
     return table
+
+
+def _header(path: pathlib.Path) -> list[str]:
+    """The header line's column names as written (stripped), duplicates kept."""
+    import csv
+
+    with open(path, newline="", encoding="utf-8-sig", errors="replace") as file:
+        return [name.strip() for name in next(csv.reader(file), [])]
 
 
 def _with_avi(name: str) -> str:
@@ -57,6 +74,7 @@ def read_file_list(root) -> pd.DataFrame:
     table["FileName"] = table["FileName"].fillna("").astype(str)
     table["filename"] = table["FileName"].map(_with_avi)
     table["Split"] = table["Split"].fillna("").astype(str).str.strip().str.upper()
+    table["EF_text"] = table["EF"].astype(str).str.strip()  # as written, for the skip reasons
     table["EF"] = pd.to_numeric(table["EF"], errors="coerce")
     outside = [name for name in table["FileName"].str.strip() if _escapes_videos(name)]
     if outside:
