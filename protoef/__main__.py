@@ -183,6 +183,9 @@ def _gallery(args) -> int:
     run = pathlib.Path(args.run)
     if not (run / "prototypes" / "prototypes.csv").is_file():
         raise FileNotFoundError(f"{run}: no prototypes/prototypes.csv; is it a finished ProtoEFNet run (with the push)?")
+    if not ((run / "metrics.json").is_file() and (run / "checkpoints" / "final.pt").is_file()):
+        print(f"[gallery] warning: {run} is not a finished run (no metrics.json or checkpoints/final.pt): these are the "
+              f"prototypes of an interrupted end; `train --resume --out {run}` finishes it", file=sys.stderr)
     written = save_prototype_gallery(run, push_dataset(run, data=_checked_data(args.data)), gif=not args.no_gif)
     print(f"[gallery] {len(written)} file(s) → {run / 'prototypes'}")
     return 0

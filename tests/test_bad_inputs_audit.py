@@ -208,3 +208,21 @@ def test_predict_with_a_training_checkpoint_does_not_compare_similarities(finish
         assert cli(["predict", str(best), str(video), "--out", str(tmp_path / "out"), "--no-figures"]) == 0
     assert "is not the run's final model: the similarity to the prototypes is not compared" in capsys.readouterr().err
     assert not pd.read_csv(tmp_path / "out" / "predictions.csv").loc[0, "similarity_unlike_training"]
+
+
+def test_a_notebook_profile_from_the_environment_is_checked(monkeypatch, tmp_path):
+    from protoef.companion import notebook
+
+    monkeypatch.setattr(notebook, "REPO", tmp_path)
+    monkeypatch.setenv("PROTOEF_PROFILE", "nope")
+    with pytest.raises(ValueError, match=r"PROTOEF_PROFILE = 'nope': expected one of demo, paper, smoke"):
+        notebook.setup()
+    assert not (tmp_path / "figures").exists()
+
+
+def test_gallery_of_an_unfinished_run_says_so(finished_run, tmp_path, capsys):
+    run = tmp_path / "unfinished"
+    shutil.copytree(finished_run[0], run)
+    (run / "metrics.json").unlink()
+    assert cli(["gallery", str(run), "--no-gif"]) == 0
+    assert f"[gallery] warning: {run} is not a finished run" in capsys.readouterr().err
