@@ -226,3 +226,33 @@ def test_gallery_of_an_unfinished_run_says_so(finished_run, tmp_path, capsys):
     (run / "metrics.json").unlink()
     assert cli(["gallery", str(run), "--no-gif"]) == 0
     assert f"[gallery] warning: {run} is not a finished run" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- audit: inputs that were already clear or
+# handled (regression guards: they pass on the code before this round too)
+
+@pytest.mark.parametrize("override, expected", [
+    ("model.tau=abc", "model.tau: 'abc' is not a valid float"),
+    ("optim.epochs=2.5", "optim.epochs: '2.5' is not a valid int"),
+    ("data.batch_size=0", "data.batch_size = 0 (expected an int >= 1)"),
+    ("optim.push=maybe", "optim.push: expected a bool, got 'maybe'"),
+    ("model.nonsense.deep=1", "unknown config key 'model.nonsense.deep'"),
+    ("model.tau", "override 'model.tau': expected KEY=VALUE"),
+    ("model.tau=nan", "model.tau = nan (expected > 0"),
+    ("seed=1e3", "seed: '1e3' is not a valid int"),
+    ("device=gpu", "device = 'gpu' (expected auto, cpu, mps, cuda or cuda:N)"),
+    ("model.kind=BlackBox", "model.kind = 'BlackBox' (expected 'protoefnet' or 'blackbox')"),
+])
+def test_overrides_of_the_wrong_type_or_range_are_named(override, expected, tmp_path, capsys):
+    assert cli(["train", "--profile", "smoke", "--set", override, "--out", str(tmp_path / "run")]) == 2
+    assert expected in capsys.readouterr().err and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("name, ef, kept_as", [
+    ("my video", " 65 ", 65.0), ("vidéo✓", "1e2", 100.0), ("A", "-0", 0.0)])
+def test_file_list_quirks_that_are_read_as_meant(name, ef, kept_as, tmp_path):
+    text = f"FileName,EF,Split,FrameHeight,NumberOfFrames\n{name},{ef},train,-3,999\nB,40,VAL,0,0\nC,60,TEST,0,0\n"
+    root = write_root(tmp_path / "root", text, videos=[(name, 40), ("B", 40), ("C", 40)])
+    dataset = EchoNet(root, "TRAIN", **SMALL)
+    assert dataset.filenames == [f"{name}.avi"] and list(dataset.efs) == [kept_as] and not dataset.skipped
+    assert dataset.records[0].num_frames == 40  # the AVI's own count, not FileList's NumberOfFrames
