@@ -125,6 +125,7 @@ def _predict(args) -> int:
 
     from protoef.analysis.inference import other_files, predict_videos, training_reference, video_paths
     from protoef.training.build import load_run
+    from protoef.training.runs import data_set_files, enclosing_run
 
     model, config, checkpoint = load_run(args.run)
     paths = video_paths(args.videos)  # both checked before anything is created: a rejected call leaves no folder
@@ -135,6 +136,13 @@ def _predict(args) -> int:
     if out.resolve() == run_dir.resolve() or any((out / name).exists() for name in ("config.json", "metrics.json", "checkpoints")):
         raise FileExistsError(f"--out {out}: is a run directory; predict would overwrite the run's own predictions.csv. "
                               "Choose another folder, e.g. --out predictions")
+    inside = enclosing_run(out)
+    if inside is not None:
+        raise FileExistsError(f"--out {out}: lies inside the run directory {inside}; predict writes predictions.csv and "
+                              "figures that would mix with the run's files. Choose a folder outside it, e.g. --out predictions")
+    if data_set_files(out):
+        raise FileExistsError(f"--out {out}: holds a data set ({', '.join(data_set_files(out))}); choose another folder, "
+                              "e.g. --out predictions")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -145,6 +153,11 @@ def _predict(args) -> int:
         print(f"[predict] note: {len(skipped)} file(s) in {args.videos} are not .avi and are not predicted: "
               + ", ".join(skipped[:10]) + (f" (+{len(skipped) - 10} more)" if len(skipped) > 10 else ""), file=sys.stderr)
     reference = training_reference(run_dir)
+    if reference and "similarity" in reference and not checkpoint.endswith("(final, after the push)"):
+        # The TRAIN clips' similarities were measured with the final prototypes, not this checkpoint's.
+        reference = {key: value for key, value in reference.items() if key != "similarity"}
+        print(f"[predict] note: {checkpoint} is not the run's final model: the similarity to the prototypes is not "
+              "compared with the TRAIN clips'", file=sys.stderr)
     if reference is None:
         print(f"[predict] warning: {run_dir} records no training-video summary (a run from an older version): "
               "aspect ratios and frame rates are not compared with training", file=sys.stderr)
@@ -170,6 +183,9 @@ def _gallery(args) -> int:
     run = pathlib.Path(args.run)
     if not (run / "prototypes" / "prototypes.csv").is_file():
         raise FileNotFoundError(f"{run}: no prototypes/prototypes.csv; is it a finished ProtoEFNet run (with the push)?")
+    if not ((run / "metrics.json").is_file() and (run / "checkpoints" / "final.pt").is_file()):
+        print(f"[gallery] warning: {run} is not a finished run (no metrics.json or checkpoints/final.pt): these are the "
+              f"prototypes of an interrupted end; `train --resume --out {run}` finishes it", file=sys.stderr)
     written = save_prototype_gallery(run, push_dataset(run, data=_checked_data(args.data)), gif=not args.no_gif)
     print(f"[gallery] {len(written)} file(s) → {run / 'prototypes'}")
     return 0

@@ -317,6 +317,8 @@ def apply_overrides(config: Config, overrides) -> Config:
             if "=" not in text:
                 raise ValueError(f"override {text!r}: expected KEY=VALUE, e.g. model.tau=0.5")
             key, value = text.split("=", 1)
+            if not key.strip():
+                raise ValueError(f"override {text!r}: no KEY before '='; expected KEY=VALUE, e.g. model.tau=0.5")
             pairs[key.strip()] = value.strip()
         overrides = pairs
     for key, value in (overrides or {}).items():

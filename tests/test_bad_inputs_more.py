@@ -182,7 +182,7 @@ def test_nan_and_negative_tracings_and_too_short_videos_are_skipped_with_reasons
 
 @pytest.mark.parametrize("arguments, expected", [
     (["--profile", "smoke", "--data", ""], "--data: an empty path"),
-    (["--set", "profile=nope"], "profile = 'nope' (expected one of demo, paper, smoke)"),
+    (["--set", "profile=nope"], "profile = 'nope' (expected one of demo, paper, smoke"),
     (["--profile", "smoke", "--set", "data.root="], "data.root = '' (expected None (the synthetic set) or a folder path"),
     (["--profile", "smoke", "--set", "profile=paper"], "--profile smoke and --set profile=paper disagree"),
 ])

@@ -12,7 +12,10 @@ video's decoded ``frames``, ``fps`` and ``height``/``width`` and the flags ``tru
 padded with black), ``stretched`` (aspect ratio unlike the training frames') and
 ``fps_unlike_training`` (outside the training videos' frame-rate range) and
 ``intensity_unlike_training`` (pixel mean or std far outside the training videos': an
-all-black, saturated or pure-noise clip), each explained in the ``warnings`` text. A video too short to give at least half of a clip's frames
+all-black, saturated or pure-noise clip) and, for ProtoEFNet, ``similarity_unlike_training``
+(``max_similarity``, its best similarity to any prototype over its clips, is below the
+lowest a TRAIN clip reaches: metrics.json ``train_similarity``), each explained in the
+``warnings`` text. A video too short to give at least half of a clip's frames
 (`minimum_frames`) is refused: its row has an ``error`` and no prediction.
 """
 from __future__ import annotations
@@ -31,7 +34,8 @@ from ..diagnostics import top_prototypes
 from ..data import minimum_frames as data_minimum_frames
 from ..data import VideoReadError, clip_starts, intensity_statistics, gather_clips, normalise_clips, probe_video, read_video
 
-__all__ = ["video_paths", "other_files", "load_video_clips", "predict_videos", "minimum_frames", "training_reference", "video_warnings"]
+__all__ = ["video_paths", "other_files", "load_video_clips", "predict_videos", "minimum_frames", "training_reference", "video_warnings",
+           "similarity_warning"]
 
 # Relative tolerance of the aspect-ratio and frame-rate comparisons with the training videos
 # (container rounding, a pixel of cropping).
@@ -77,9 +81,28 @@ def training_reference(run_dir) -> dict | None:
     aspect and frame-rate ranges; None for a run written before it was recorded."""
     path = pathlib.Path(run_dir) / "environment.json"
     try:
-        return json.loads(path.read_text()).get("training_videos")
+        reference = json.loads(path.read_text()).get("training_videos")
     except (OSError, ValueError):
         return None
+    if reference is not None:
+        try:  # the TRAIN clips' best similarity to the final prototypes (metrics.json, since issue 20)
+            similarity = json.loads((pathlib.Path(run_dir) / "metrics.json").read_text()).get("train_similarity")
+        except (OSError, ValueError):
+            similarity = None
+        if similarity and "minimum" in similarity:
+            reference = {**reference, "similarity": similarity}
+    return reference
+
+
+def similarity_warning(max_similarity: float, reference: dict | None) -> dict:
+    """The ``similarity_unlike_training`` flag and its note: a video whose best similarity
+    to every prototype (max over its clips and the prototypes) is below the lowest the
+    TRAIN clips reach is nothing the prototypes know, so β and the EF explain nothing."""
+    expected = (reference or {}).get("similarity")
+    flagged = bool(expected) and max_similarity < expected["minimum"]
+    note = (f"unlike every prototype: best similarity {max_similarity:.3f}, below the lowest a TRAIN clip reaches "
+            f"({expected['minimum']:.3f}, over {expected['clips']} clips); the prediction may mean nothing") if flagged else ""
+    return {"similarity_unlike_training": flagged, "note": note}
 
 
 def video_warnings(info, decoded: int, config: Config, reference: dict | None, intensity=None) -> dict:
@@ -183,6 +206,11 @@ def predict_videos(model, config: Config, paths, *, explain_dir=None, prototype_
             continue
         weights = output.weights.mean(0).cpu().numpy()  # (P,) averaged over clips
         row["prediction"] = float(output.ef.mean())
+        row["max_similarity"] = float(output.similarities.amax())
+        similarity = similarity_warning(row["max_similarity"], reference)
+        row["similarity_unlike_training"] = similarity["similarity_unlike_training"]
+        if similarity["note"]:
+            row["warnings"] = "; ".join(note for note in (row["warnings"], similarity["note"]) if note)
         top = top_prototypes(weights[None], model.prototype_labels.cpu().numpy())  # the columns of predictions.csv
         for rank in (1, 2, 3):
             j = int(top[f"top{rank}_prototype"][0])

@@ -26,7 +26,7 @@ import pathlib
 
 import pandas as pd
 
-from ..config import Config, resolve
+from ..config import PROFILES, Config, resolve
 from ..training import runs
 from ..training.build import data_root
 from ..training.lifecycle import fit
@@ -43,7 +43,10 @@ def profile_from_env(default: str = "demo") -> str:
 def setup(profile: str | None = None) -> tuple[str, pathlib.Path]:
     """(profile, figure folder) for a notebook: the ``parameters`` cell's profile, or
     ``$PROTOEF_PROFILE`` (what ``./run_all.sh --profile`` and the notebook tests set), or "demo"."""
+    source = "the notebook's profile parameter" if profile else "PROTOEF_PROFILE"
     profile = profile or profile_from_env()
+    if profile not in PROFILES:  # before any folder is made for it
+        raise ValueError(f"{source} = {profile!r}: expected one of {', '.join(sorted(PROFILES))}")
     figures = figure_dir(profile)
     _show_figures_inline()
     print(f"profile: {profile}; figures → {figures.relative_to(REPO) if figures.is_relative_to(REPO) else figures}")

@@ -1,5 +1,5 @@
 """Files → tensors: the EchoNet-Dynamic data layer and its synthetic stand-in."""
-from .filelist import DataError, read_file_list, read_volume_tracings, unassigned_rows
+from .filelist import DataError, Tracings, read_file_list, read_volume_tracings, unassigned_rows
 from .echonet import (
     EchoNet,
     clip_starts,
@@ -34,6 +34,7 @@ __all__ = [
     "read_file_list",
     "read_video",
     "read_volume_tracings",
+    "Tracings",
     "trace_mask",
     "unassigned_rows",
 ]

@@ -24,11 +24,12 @@ import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 import torch
 from torch.utils.data import Dataset, WeightedRandomSampler
 
-from .filelist import SPLITS, DataError, read_file_list, read_volume_tracings, unassigned_rows
-from .tracings import background_mask, trace_mask
+from .filelist import SPLITS, DataError, Tracings, read_file_list, read_volume_tracings, unassigned_rows
+from .tracings import background_mask, trace_mask, tracing_outside_frame, tracing_problem
 from .video import (TruncatedVideoError, VideoCache, VideoReadError, intensity_statistics, probe_video, read_frames,
                     read_video)
 
@@ -169,21 +170,34 @@ class EchoNet(Dataset):
             raise ValueError(f"unknown split(s) {sorted(unknown)}; use TRAIN, VAL, TEST or ALL")
 
         table = read_file_list(self.root)
+        if len(table) and not (self.root / "Videos").is_dir():
+            raise DataError(f"{self.root / 'Videos'}: no such folder; an EchoNet-Dynamic root holds the videos named in "
+                            "FileList.csv in Videos/ (see README, 'Data')")
+        percent = bool((table["EF"] > 1.0).any())  # the file's EF are percentages (fractions are refused)
         self.unassigned = unassigned_rows(table)
         table = table[table["Split"].isin(splits) & table["FileName"].str.strip().ne("")]  # no FileName: unassigned
-        tracings = read_volume_tracings(self.root) if with_masks else {}
+        tracings = read_volume_tracings(self.root) if with_masks else Tracings()
         if with_masks and not (self.root / "VolumeTracings.csv").is_file():
             raise DataError(f"{self.root / 'VolumeTracings.csv'}: not found, but with_masks=True needs it")
 
         candidates = []
         seen: set[str] = set()
-        for filename, ef in zip(table["filename"], table["EF"]):
+        for filename, ef, text in zip(table["filename"], table["EF"], table["EF_text"]):
             if filename in seen:
                 self._skip(filename, "listed more than once in FileList.csv (first row kept)")
             elif not np.isfinite(ef):
-                self._skip(filename, "EF missing or not a number in FileList.csv")
+                written = "blank" if pd.isna(text) or str(text) in ("", "nan") else repr(str(text))
+                self._skip(filename, f"EF {written} in FileList.csv is missing or not a finite number (EF is a "
+                                     "percentage written as a plain number, e.g. 65 for 65 %)")
+            elif percent and 0.0 < ef <= 1.0:
+                self._skip(filename, f"EF {ef:g} in FileList.csv looks like a fraction while other rows are percentages "
+                                     f"(EF {100 * ef:g} meant?); write it as a percentage")
             elif not 0.0 <= ef <= 100.0:
                 self._skip(filename, f"EF {ef:g} in FileList.csv is outside 0-100 (EF is a percentage)")
+            elif with_masks and tracings.unplaced.get(filename):
+                rows = tracings.unplaced[filename]
+                self._skip(filename, f"{len(rows)} row(s) in VolumeTracings.csv without a whole-number Frame "
+                                     f"({'; '.join(rows[:3])}); the traced frame they belong to is unknown")
             elif with_masks and not self._usable_tracings(filename, tracings.get(filename, {})):
                 pass  # _usable_tracings recorded the reason
             else:
@@ -243,6 +257,9 @@ class EchoNet(Dataset):
             beyond = [frame for frame in traced if frame >= info.num_frames]
             return None, (filename, f"traced frame(s) {beyond} in VolumeTracings.csv lie beyond the video's "
                                     f"{info.num_frames} frames")
+        outside = tracing_outside_frame(tracings.get(filename, {}), info.width, info.height) if info else None
+        if outside:
+            return None, (filename, outside)
         height, width = (info.height, info.width) if info else self.size
         return _Record(filename, path, ef, height, width, tracings.get(filename, {}),
                        num_frames=info.num_frames if info else None, fps=info.fps if info else None), None
@@ -253,22 +270,10 @@ class EchoNet(Dataset):
         self.skipped.append((filename, reason))
 
     def _usable_tracings(self, filename: str, frames: dict[int, np.ndarray]) -> bool:
-        if not frames:
-            self._skip(filename, "no traced frame in VolumeTracings.csv (with_masks=True needs one)")
-            return False
-        for frame, rows in frames.items():
-            if frame < 0:
-                self._skip(filename, f"traced frame {frame} in VolumeTracings.csv is negative (frames count from 0)")
-                return False
-            if not np.isfinite(rows).all():
-                bad = int((~np.isfinite(rows)).any(axis=1).sum())
-                self._skip(filename, f"traced frame {frame} has {bad} row(s) with missing or non-numeric X1/Y1/X2/Y2 "
-                                     "in VolumeTracings.csv; without them the long axis and chords are unknown")
-                return False
-            if len(rows) < 2:
-                self._skip(filename, f"traced frame {frame} has {len(rows)} row(s); needs a long axis and chords")
-                return False
-        return True
+        problem = tracing_problem(frames)
+        if problem:
+            self._skip(filename, problem)
+        return not problem
 
     # -- public helpers ----------------------------------------------------------------
     def __len__(self) -> int:

@@ -8,7 +8,7 @@ import pathlib
 import numpy as np
 import pandas as pd
 
-__all__ = ["SPLITS", "DataError", "read_file_list", "read_volume_tracings", "unassigned_rows"]
+__all__ = ["SPLITS", "DataError", "Tracings", "read_file_list", "read_volume_tracings", "unassigned_rows"]
 
 SPLITS = ("TRAIN", "VAL", "TEST")
 
@@ -18,6 +18,8 @@ class DataError(ValueError):
 
 
 def _read_csv(path: pathlib.Path, required: set[str]) -> pd.DataFrame:
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder, not a CSV file; it must be the file itself")
     if not path.is_file():
         raise DataError(
             f"{path}: not found. An EchoNet-Dynamic root holds FileList.csv, "
@@ -30,11 +32,26 @@ def _read_csv(path: pathlib.Path, required: set[str]) -> pd.DataFrame:
                         "and one row per video") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as error:
         raise DataError(f"{path}: not a readable CSV file ({str(error).strip().splitlines()[0]})") from None
+    header = _header(path)
+    doubled = sorted({name for name in header if name in required and header.count(name) > 1})
+    if doubled:  # pandas would rename the second one "EF.1" and use the first silently
+        raise DataError(f"{path}: column(s) {doubled} appear more than once in the header; keep one of each")
     table.columns = [str(column).strip() for column in table.columns]
     missing = required - set(table.columns)
     if missing:
-        raise DataError(f"{path}: missing column(s) {sorted(missing)}; found {list(table.columns)}")
+        found = list(table.columns)
+        hint = next((f"; the header looks separated by {name}, but the file must be comma-separated"
+                     for mark, name in ((";", "';'"), ("\t", "tabs")) if len(found) == 1 and mark in found[0]), "")
+        raise DataError(f"{path}: missing column(s) {sorted(missing)}; found {found}{hint}")
     return table
+
+
+def _header(path: pathlib.Path) -> list[str]:
+    """The header line's column names as written (stripped), duplicates kept."""
+    import csv
+
+    with open(path, newline="", encoding="utf-8-sig", errors="replace") as file:
+        return [name.strip() for name in next(csv.reader(file), [])]
 
 
 def _with_avi(name: str) -> str:
@@ -57,6 +74,7 @@ def read_file_list(root) -> pd.DataFrame:
     table["FileName"] = table["FileName"].fillna("").astype(str)
     table["filename"] = table["FileName"].map(_with_avi)
     table["Split"] = table["Split"].fillna("").astype(str).str.strip().str.upper()
+    table["EF_text"] = table["EF"].astype(str).str.strip()  # as written, for the skip reasons
     table["EF"] = pd.to_numeric(table["EF"], errors="coerce")
     outside = [name for name in table["FileName"].str.strip() if _escapes_videos(name)]
     if outside:
@@ -98,27 +116,41 @@ def unassigned_rows(table: pd.DataFrame) -> list[tuple[str, str]]:
     return rows
 
 
-def read_volume_tracings(root) -> dict[str, dict[int, np.ndarray]]:
+class Tracings(dict):
+    """{filename.avi: {frame: rows (R, 4)}} and ``unplaced``: per video, the rows whose Frame
+    is missing, not a number or not a whole number (they belong to no traced frame, so the
+    frame they were part of lacks them; `EchoNet` skips such a video with the reason)."""
+
+    def __init__(self, *args, unplaced: dict[str, list[str]] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.unplaced: dict[str, list[str]] = dict(unplaced or {})
+
+
+def read_volume_tracings(root) -> Tracings:
     """``VolumeTracings.csv`` as {filename.avi: {frame: rows (R, 4) of X1, Y1, X2, Y2}}.
 
     Row order inside a frame is kept: the first row is the long axis. Coordinates that are
-    missing or not numbers are NaN (a caller must not use such a frame). An absent file gives
+    missing or not numbers are NaN (a caller must not use such a frame); rows without a
+    whole-number Frame are listed in ``.unplaced`` (a `Tracings`). An absent file gives
     an empty mapping (masks are then unavailable, which only matters with ``with_masks``).
     """
     path = pathlib.Path(root) / "VolumeTracings.csv"
     if not path.is_file():
-        return {}
+        return Tracings()
     table = _read_csv(path, {"FileName", "X1", "Y1", "X2", "Y2", "Frame"})
     table["filename"] = table["FileName"].map(_with_avi)
     coords = table[["X1", "Y1", "X2", "Y2"]].apply(pd.to_numeric, errors="coerce")
     frames = pd.to_numeric(table["Frame"], errors="coerce")
     # Rows with missing coordinates stay (as NaN): dropping them would make the next chord
-    # the long axis; `EchoNet` skips such a video with the reason. Rows without a frame
-    # number cannot be placed in any traced frame.
-    valid = frames.notna()
+    # the long axis; `EchoNet` skips such a video with the reason. Rows without a whole
+    # frame number cannot be placed in any traced frame: `Tracings.unplaced` names them.
+    valid = frames.notna() & (frames == frames.round())
+    unplaced: dict[str, list[str]] = {}
+    for line, (filename, frame) in zip(table.index[~valid] + 2, table.loc[~valid, ["filename", "Frame"]].itertuples(index=False)):
+        unplaced.setdefault(filename, []).append(f"row {line}: Frame {'blank' if pd.isna(frame) else repr(str(frame))}")
     values = coords[valid].to_numpy(np.float64)
     keys = pd.DataFrame({"filename": table.loc[valid, "filename"].to_numpy(), "frame": frames[valid].astype(int).to_numpy()})
-    tracings: dict[str, dict[int, np.ndarray]] = {}
+    tracings = Tracings(unplaced=unplaced)
     # .indices keeps the file's row order inside each group: the long axis stays first.
     for (filename, frame), rows in keys.groupby(["filename", "frame"], sort=False).indices.items():
         tracings.setdefault(filename, {})[int(frame)] = values[rows]

@@ -382,6 +382,8 @@ def generate(out_dir: str | os.PathLike, *, videos: int = 400, seed: int = 0, wo
     if existing and not overwrite:
         raise FileExistsError(f"{root}: holds a data set already ({', '.join(existing)}); writing a synthetic set there "
                               "would replace its files. Choose an empty folder, or pass --overwrite (overwrite=True)")
+    if root.exists() and not root.is_dir():
+        raise FileExistsError(f"{root}: is a file, not a folder; synth OUT_DIR must be a new or empty folder")
     (root / "Videos").mkdir(parents=True, exist_ok=True)
     if write_masks:
         (root / "LVMasks").mkdir(exist_ok=True)

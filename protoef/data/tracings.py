@@ -21,6 +21,8 @@ import torch.nn.functional as F
 
 __all__ = [
     "trace_mask",
+    "tracing_problem",
+    "tracing_outside_frame",
     "disc_volume",
     "ejection_fraction",
     "background_mask",
@@ -104,3 +106,41 @@ def background_mask(
     background = F.pad(background, (pad, pad, pad, pad), mode="reflect")
     kernel = _gaussian_kernel(blur_size, blur_sigma)[None, None]
     return F.conv2d(background, kernel)[0, 0]  # (H', W')
+
+
+# Pixels a traced coordinate may lie outside the frame (sub-pixel tracing at the border).
+TRACING_MARGIN = 1.0
+
+
+def tracing_problem(frames: dict[int, np.ndarray]) -> str | None:
+    """Why a video's traced frames ({frame: rows (R, 4) of X1, Y1, X2, Y2}, the long axis
+    first) cannot give a mask, as a skip reason naming VolumeTracings.csv; None when usable."""
+    if not frames:
+        return "no traced frame in VolumeTracings.csv (with_masks=True needs one)"
+    for frame, rows in frames.items():
+        if frame < 0:
+            return f"traced frame {frame} in VolumeTracings.csv is negative (frames count from 0)"
+        if not np.isfinite(rows).all():
+            bad = int((~np.isfinite(rows)).any(axis=1).sum())
+            return (f"traced frame {frame} has {bad} row(s) with missing or non-numeric X1/Y1/X2/Y2 "
+                    "in VolumeTracings.csv; without them the long axis and chords are unknown")
+        if len(rows) < 2:
+            return f"traced frame {frame} has {len(rows)} row(s); needs a long axis and chords"
+        lengths = np.hypot(rows[:, 2] - rows[:, 0], rows[:, 3] - rows[:, 1])
+        if lengths[0] == 0 or not lengths[1:].any():
+            return (f"traced frame {frame} in VolumeTracings.csv has a zero-length "
+                    f"{'long axis' if lengths[0] == 0 else 'set of chords'}: it encloses no area")
+    return None
+
+
+def tracing_outside_frame(frames: dict[int, np.ndarray], width: int, height: int) -> str | None:
+    """A skip reason when a traced coordinate lies outside the width x height frame (by more
+    than `TRACING_MARGIN`): the tracing belongs to another frame size; None otherwise."""
+    for frame, rows in frames.items():
+        if not len(rows) or not np.isfinite(rows).all():
+            continue
+        xs, ys = rows[:, 0::2], rows[:, 1::2]
+        if min(xs.min(), ys.min()) < -TRACING_MARGIN or xs.max() > width + TRACING_MARGIN or ys.max() > height + TRACING_MARGIN:
+            return (f"traced frame {frame} in VolumeTracings.csv has coordinates outside the video's {width}x{height} "
+                    f"frame (X {xs.min():g} to {xs.max():g}, Y {ys.min():g} to {ys.max():g}): traced on another frame size?")
+    return None

@@ -51,6 +51,8 @@ def _to_gray(frame: np.ndarray) -> np.ndarray:
 
 
 def _open(path: pathlib.Path) -> cv2.VideoCapture:
+    if path.is_dir():
+        raise VideoReadError(f"{path}: is a folder, not a video file")
     if not path.is_file():
         raise VideoReadError(f"{path}: file not found")
     capture = cv2.VideoCapture(str(path))

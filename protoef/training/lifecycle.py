@@ -38,7 +38,7 @@ from . import runs
 from .build import (RunContext, build_loss, build_model, build_optimizer, data_root, make_loader,
                     training_datasets)
 from .loops import EPOCH_DIAGNOSTICS, evaluate, train_epoch
-from .push import PushResult, push_prototypes
+from .push import PushResult, clip_max_similarities, push_prototypes, similarity_reference
 from .warmstart import CORPUS_SEED, WARM_START, save_backbone_weights, warm_start_config, warm_start_dir
 
 __all__ = ["fit", "finish", "ensure_warm_start"]
@@ -328,6 +328,10 @@ def finish(model, config: Config, sets: dict, context: RunContext, out, *, initi
         lap("val_post_push")
         metrics["test"]["post_push"], predictions = evaluate(model, test_loader, context, desc="test", delta=delta)
         lap("test_post_push")
+        # What TRAIN clips reach with the final prototypes: predict flags a video below it.
+        metrics["train_similarity"] = similarity_reference(clip_max_similarities(
+            model, make_loader(sets["push"], config), device=context.device, autocast=context.autocast))
+        lap("train_similarity")
         _save_prototypes(out, result)
     # The yardstick every MAE is read against: always predicting the training-mean EF.
     train_mean = float(np.mean(sets["train"].efs))

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from ..model import ProtoEFNet, eval_mode
 
-__all__ = ["PushResult", "push_prototypes"]
+__all__ = ["PushResult", "push_prototypes", "clip_max_similarities", "similarity_reference"]
 log = logging.getLogger(__name__)
 
 
@@ -109,3 +109,35 @@ def _winner(batch, output, i: int, j: int, starts) -> dict:
     return {"filename": batch["filename"][i], "ef": float(batch["ef"][i]), "clip_start": int(starts[i].reshape(-1)[0]),
             "similarity": float(output.similarities[i, j]), "feature": output.features[i, j].float().cpu().clone(),
             "occurrence_map": output.occurrence_maps[i, j].float().cpu().numpy().copy()}
+
+
+# The low quantile of the TRAIN clips' best similarity recorded beside the minimum: with
+# many clips the minimum is one outlier, the quantile the edge of the bulk.
+SIMILARITY_QUANTILE = 0.05
+
+
+@torch.no_grad()
+def clip_max_similarities(model: ProtoEFNet, loader, *, device=None, autocast=None) -> np.ndarray:
+    """Per clip of `loader`, its similarity to the most similar prototype (max over P).
+
+    Run with the final prototypes (after the push), this is what a prediction's
+    ``max_similarity`` is compared with. The push pass cannot give it: the push sees the
+    prototypes before they move. Eval mode, no gradient: no training number changes."""
+    device = device or next(model.parameters()).device
+    best = []
+    with eval_mode(model):
+        for batch in tqdm(loader, desc="similarity reference", leave=False, dynamic_ncols=True):
+            with autocast() if autocast else torch.autocast(device.type, enabled=False):
+                output = model(batch["video"].to(device))
+            best.append(output.similarities.double().amax(dim=1).cpu().numpy())
+    return np.concatenate(best) if best else np.zeros(0)
+
+
+def similarity_reference(maxima: np.ndarray) -> dict:
+    """metrics.json ``train_similarity``: the minimum and the low quantile of the TRAIN
+    clips' best similarities, and how many clips they are over."""
+    maxima = np.asarray(maxima, dtype=np.float64)
+    if not len(maxima):
+        return {"clips": 0}
+    return {"clips": int(len(maxima)), "minimum": float(maxima.min()),
+            f"quantile_{round(SIMILARITY_QUANTILE * 100):02d}": float(np.quantile(maxima, SIMILARITY_QUANTILE))}

@@ -41,7 +41,7 @@ from ..files import atomic_path
 
 __all__ = ["CheckpointError", "RunLockedError", "atomic_write_text", "write_json", "write_csv", "write_npz", "save_checkpoint",
            "load_checkpoint", "environment", "run_lock", "flatten", "config_differences", "is_runtime_difference", "read_config", "RUNTIME_KEYS",
-           "same_folder"]
+           "same_folder", "DATA_SET_FILES", "data_set_files", "enclosing_run"]
 
 
 class CheckpointError(RuntimeError):
@@ -150,6 +150,26 @@ def environment(device: torch.device) -> dict:
     return info
 
 
+# ----------------------------------------------------------------------------- where a run may be written
+DATA_SET_FILES = ("FileList.csv", "VolumeTracings.csv")
+
+
+def data_set_files(folder) -> list[str]:
+    """The EchoNet-format files (FileList.csv, VolumeTracings.csv) a folder holds: no run or
+    prediction output may be written into a data set."""
+    return [name for name in DATA_SET_FILES if (pathlib.Path(folder) / name).exists()]
+
+
+def enclosing_run(path) -> pathlib.Path | None:
+    """The run directory `path` is, or lies inside (a folder with checkpoints/ and
+    config.json or metrics.json, symlinks resolved); None when there is none."""
+    resolved = pathlib.Path(path).resolve()
+    for folder in (resolved, *resolved.parents):
+        if (folder / "checkpoints").is_dir() and ((folder / "config.json").is_file() or (folder / "metrics.json").is_file()):
+            return folder
+    return None
+
+
 # ----------------------------------------------------------------------------- one writer per run
 class RunLockedError(RuntimeError):
     """A run directory another process is writing."""
@@ -168,6 +188,10 @@ def run_lock(out_dir):
     out = pathlib.Path(out_dir)
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"{out}: is a file, not a run directory; choose another --out")
+    found = data_set_files(out)
+    if found:
+        raise FileExistsError(f"{out}: holds a data set ({', '.join(found)}); a run written there would mix its files "
+                              "with the data. Choose another --out, e.g. runs/NAME")
     out.mkdir(parents=True, exist_ok=True)
     lock = filelock.FileLock(out / LOCK_NAME, timeout=0)
     try:
