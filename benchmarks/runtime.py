@@ -14,8 +14,6 @@ from .common import ROOT, ratio
 
 # A demo-shape training step (benchmarks.child): batch 8 of 8 × 32² clips, R(2+1)D-10 to layer3, P = 40.
 DEMO_STEP = {"backbone": "r2plus1d_10", "batch": 8, "frames": 8, "size": 32, "prototypes": 40, "model": "protoef"}
-STAGES = ("warm_start", "start", "epochs_train", "epochs_diagnostics", "epochs_val", "load_best", "val_pre_push",
-          "test_pre_push", "push", "head_epochs", "val_post_push", "test_post_push", "files")
 
 
 def child_environment(mode: str) -> dict:
@@ -23,7 +21,7 @@ def child_environment(mode: str) -> dict:
     inherited or set (``import protoef`` sets them), so the child gets the machine's own."""
     from protoef import numerics
 
-    env = {key: value for key, value in os.environ.items() if key not in numerics.PINNED_VARIABLES}
+    env = numerics.without_pin(os.environ)
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")
     env[numerics.MODE_VARIABLE] = mode
     return env
@@ -93,17 +91,20 @@ def breakdown(quick: bool) -> dict:
     the evaluations. From the demo runs on disk when ./run_all.sh made them, else from a
     shortened demo run made here."""
     with tempfile.TemporaryDirectory() as tmp:
-        runs = _demo_runs() or [_short_demo_run(pathlib.Path(tmp))]
-        source = "runs/demo-* of ./run_all.sh" if _demo_runs() else "a shortened demo run (3 epochs, 120 videos)"
+        runs = _demo_runs()
+        source = "runs/demo-* of ./run_all.sh" if runs else "a shortened demo run (3 epochs, 120 videos)"
+        runs = runs or [_short_demo_run(pathlib.Path(tmp))]
         table = {path.name: json.loads((path / "timings.json").read_text())["seconds"] for path in runs}
+    # The stages as the runs wrote them (protoef.training.lifecycle names them), in their order.
+    names = list(dict.fromkeys(stage for seconds in table.values() for stage in seconds))
     # The warm start is paid by the first run only (later ones find it cached): its max, not its mean.
     stages = {stage: (max if stage == "warm_start" else statistics.mean)(seconds.get(stage, 0.0) for seconds in table.values())
-              for stage in STAGES}
+              for stage in names}
     total = sum(value for stage, value in stages.items() if stage not in ("epochs_diagnostics", "warm_start"))
     ratios = [ratio(f"share of a run (warm start aside): {stage}", value / total, unit="×",
                     note=f"{value:.1f} s of {total:.1f} s, mean over {len(table)} run(s) from {source}")
               for stage, value in stages.items() if stage not in ("warm_start",) and value > 0]
     ratios.append(ratio("warm start ÷ one run (pretraining, paid once and shared by every demo run; 0 if cached)",
-                        stages["warm_start"] / total, note=f"{stages['warm_start']:.1f} s"))
+                        stages.get("warm_start", 0.0) / total, note=f"{stages.get('warm_start', 0.0):.1f} s"))
     return {"title": "Where a demo run's time goes", "measurements": {"runs": table, "mean": stages, "source": source},
             "ratios": ratios}

@@ -30,7 +30,7 @@ import os
 import sys
 
 __all__ = ["MODE_VARIABLE", "THREADS", "PINNED_VARIABLES", "LOCK_FILE", "mode", "pin_environment", "state", "shell_exports",
-           "read_lock", "lock_platform", "lock_differences"]
+           "read_lock", "lock_platform", "lock_differences", "without_pin"]
 
 MODE_VARIABLE = "PROTOEF_NUMERICS"  # "pinned" (default) or "native"
 THREADS = 2  # the reference machines' core count; a fixed count keeps reduction order fixed
@@ -103,6 +103,12 @@ def state() -> dict:
     record["effective"] = current == "pinned" and not problems
     record["problems"] = problems
     return record
+
+
+def without_pin(environ) -> dict:
+    """A copy of `environ` with none of the pinned variables and no mode: what a child
+    process needs to run natively even when this one (after ``import protoef``) is pinned."""
+    return {name: value for name, value in environ.items() if name not in PINNED_VARIABLES and name != MODE_VARIABLE}
 
 
 def shell_exports() -> str:

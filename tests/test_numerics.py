@@ -19,9 +19,7 @@ HAS_AVX2 = (numerics.state()["cpu_flags"] or {}).get("avx2", False)
 
 def fresh_python(code: str, **env) -> str:
     """Run `code` in a new interpreter with none of the pinned variables inherited."""
-    clean = {key: value for key, value in os.environ.items() if key not in numerics.PINNED_VARIABLES}
-    clean.pop(numerics.MODE_VARIABLE, None)
-    result = subprocess.run([sys.executable, "-c", code], env=clean | env, capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, "-c", code], env=numerics.without_pin(os.environ) | env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     return result.stdout.strip().splitlines()[-1]
 
@@ -43,8 +41,7 @@ def test_the_shell_exports_pin_a_process_that_never_imports_protoef():
     # run_all.sh evals these lines; a papermill kernel or any subprocess then starts pinned.
     exports = fresh_python("from protoef import numerics; print(numerics.shell_exports().replace(chr(10), '; '))")
     script = f"{exports}; {sys.executable} -c 'import torch; print(torch.backends.cpu.get_cpu_capability(), torch.get_num_threads())'"
-    clean = {key: value for key, value in os.environ.items() if key not in numerics.PINNED_VARIABLES}
-    result = subprocess.run(["bash", "-c", script], env=clean, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(["bash", "-c", script], env=numerics.without_pin(os.environ), capture_output=True, text=True, timeout=120)
     assert result.stdout.split() == ["AVX2", str(numerics.THREADS)], result.stderr
 
 

@@ -17,6 +17,7 @@ used, so this runs before anything is installed.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.metadata as metadata
 import importlib.util
@@ -36,6 +37,7 @@ EXTRAS = ("dev",)
 LOCK = ROOT / "requirements.lock"
 
 
+@functools.lru_cache(maxsize=None)
 def numerics():
     """protoef/numerics.py as a module of its own (not through the package, whose import
     needs torch): the lock file's one parser."""

@@ -346,8 +346,8 @@ def finish(model, config: Config, sets: dict, context: RunContext, out, *, initi
     print(f"[train] test ({'after push' if stage == 'pre_push' else 'final'}): MAE {headline['mae']:.2f}  "
           f"RMSE {headline['rmse']:.2f}  R² {headline['r2']:.3f}  F1(<40) {headline['f1_40']:.3f}")
     lap("files")
-    runs.write_json(out / "timings.json", {"seconds": seconds, "total_seconds": sum(seconds.values()) - sum(
-        value for key, value in seconds.items() if key == "epochs_diagnostics")})  # diagnostics: within epochs_train
+    runs.write_json(out / "timings.json", {"seconds": seconds, "total_seconds": sum(  # diagnostics: within epochs_train
+        value for stage, value in seconds.items() if stage != "epochs_diagnostics")})
     runs.write_json(out / "metrics.json", metrics)  # written last: its presence marks a finished run
     return metrics
 
