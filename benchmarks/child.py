@@ -6,7 +6,7 @@
 
 what: "step" (forward, loss, backward, Adam step), "infer" (forward under no_grad) or
 "pool" (the pooling op alone, forward + backward on random (N, P|D, T', H', W') tensors).
-model: "protoef", "backbone" (truncated backbone alone, loss = mean of squares) or
+output_stride and frozen_stages (model "protoef"): as in protoef.config. model: "protoef", "backbone" (truncated backbone alone, loss = mean of squares) or
 "blackbox". pooling: "einsum" (the package's) or "naive" (the official code's broadcast
 product). Prints one JSON line: step times, RSS before, peak RSS (VmHWM, reset just before the
 timed calls), delta = peak - before.
@@ -96,7 +96,8 @@ def make_step(spec: dict):
             optimizer.step()
         return run
     if kind == "protoef":
-        model = model_module.ProtoEFNet(num_prototypes=spec["prototypes"], backbone=spec["backbone"])
+        model = model_module.ProtoEFNet(num_prototypes=spec["prototypes"], backbone=spec["backbone"],
+                                        output_stride=spec.get("output_stride", 8), frozen_stages=spec.get("frozen_stages", 0))
     elif kind == "backbone":
         model = model_module.build_backbone(spec["backbone"])
     elif kind == "blackbox":
@@ -113,10 +114,10 @@ def make_step(spec: dict):
                 model(video)
         return run
     model.train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     loss_fn = ProtoEFLoss()
     with torch.no_grad():
-        feature_hw = model_module.build_backbone(spec["backbone"])(video[:1, :, :8]).shape[-2:] if kind == "protoef" else None
+        feature_hw = model.backbone(video[:1]).shape[-2:] if kind == "protoef" else None
     background = torch.rand(n, 1, 1, *feature_hw) if feature_hw is not None else None
 
     def run():

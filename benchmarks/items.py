@@ -668,4 +668,5 @@ def gpu_compare(device, *, batch: int, frames: int, size: int, reps: int, backbo
 
 
 ITEMS = {"head": head, "pooling": pooling, "pipeline": pipeline, "scaling": scaling, "blackbox": blackbox,
-         "epoch": epoch, "runend": runend, "numerics": runtime.numerics, "breakdown": runtime.breakdown, "gpu": gpu}
+         "epoch": epoch, "runend": runend, "numerics": runtime.numerics, "breakdown": runtime.breakdown,
+         "levers": runtime.levers, "gpu": gpu}

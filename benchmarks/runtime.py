@@ -27,8 +27,8 @@ def child_environment(mode: str) -> dict:
     return env
 
 
-def _steps_in_child(mode: str, reps: int) -> dict:
-    spec = {**DEMO_STEP, "reps": reps}
+def _steps_in_child(mode: str, reps: int, **options) -> dict:
+    spec = {**DEMO_STEP, "reps": reps, **options}
     proc = subprocess.run([sys.executable, "-m", "benchmarks.child", json.dumps(spec)], cwd=ROOT,
                           env=child_environment(mode), capture_output=True, text=True, timeout=600)
     if proc.returncode != 0:
@@ -59,6 +59,31 @@ def numerics(quick: bool) -> dict:
                                   f"({best['pinned'] * 1000:.0f} vs {best['native'] * 1000:.0f} ms; medians "
                                   f"{median['pinned'] * 1000:.0f} vs {median['native'] * 1000:.0f} ms); native: "
                                   f"{threads['native']} threads, AVX-512 {'yes' if (flags or {}).get('avx512f') else 'no'}")]}
+
+
+# The architecture levers of issues 17 and 18 (protoef.config: model.output_stride, model.frozen_stages).
+LEVERS = {"today (stride 8, nothing frozen)": {"output_stride": 8, "frozen_stages": 0},
+          "stem + layer1 frozen": {"output_stride": 8, "frozen_stages": 2},
+          "8 x 8 maps (stride 4)": {"output_stride": 4, "frozen_stages": 0},
+          "8 x 8 maps, stem + layer1 frozen": {"output_stride": 4, "frozen_stages": 2},
+          "8 x 8 maps, stem to layer2 frozen": {"output_stride": 4, "frozen_stages": 3}}
+
+
+def levers(quick: bool) -> dict:
+    """What the 8 x 8 occurrence maps cost and what freezing the warm-started early stages
+    saves: pinned demo-shape training steps in fresh processes, the variants alternating."""
+    rounds, reps = (1, 8) if quick else (3, 12)
+    times = {name: [] for name in LEVERS}
+    for _ in range(rounds):
+        for name, options in LEVERS.items():
+            times[name] += _steps_in_child("pinned", reps, **options)["seconds"][2:]
+    best = {name: min(values) for name, values in times.items()}
+    baseline = next(iter(LEVERS))
+    return {"title": "Architecture levers: step cost", "measurements": {"seconds": times, "levers": LEVERS},
+            "ratios": [ratio(f"{name} ÷ {baseline}, demo-shape training step", best[name] / best[baseline],
+                             note=f"min of {len(times[name])} steps in {rounds} fresh processes "
+                                  f"({best[name] * 1000:.0f} vs {best[baseline] * 1000:.0f} ms)")
+                       for name in LEVERS if name != baseline]}
 
 
 def _demo_runs() -> list[pathlib.Path]:

@@ -78,6 +78,13 @@ class ModelConfig:
     # Candidate for a local β (issue 17; 0 = off in every profile, not yet screened on VAL): the
     # softmax of the head over each clip's beta_top_k most similar prototypes only.
     beta_top_k: int = 0
+    # Input pixels per occurrence-map cell: 8 as in torchvision's R(2+1)D truncated after layer3;
+    # 4 keeps layer2's grid through a dilated layer3 (same weights, 4x the layer3 cost): the
+    # demo's 32-pixel frames then give 8 x 8 maps instead of 4 x 4 (issue 17). ProtoEFNet only.
+    output_stride: int = 8
+    # Leading backbone stages (stem, layer1, layer2, layer3) kept at their loaded weights and
+    # BatchNorm statistics; 0 = fine-tune everything (the paper). ProtoEFNet only.
+    frozen_stages: int = 0
 
 
 @dataclass
@@ -398,6 +405,8 @@ VALID_RANGES: list[tuple[str, typing.Callable[[typing.Any], bool], str]] = [
     ("model.prototype_dim", _at_least(1), "an int >= 1"),
     ("model.tau", lambda value: value > 0.0, "> 0 (the softmax temperature of the similarities)"),
     ("model.beta_top_k", _at_least(0), "an int >= 0 (0: β over every prototype)"),
+    ("model.output_stride", lambda value: value in (8, 4), "8 (torchvision's layer3) or 4 (layer3 dilated)"),
+    ("model.frozen_stages", lambda value: 0 <= value <= 4, "an int in 0..4 (stem, layer1, layer2, layer3)"),
     *[(f"loss.{name}", _at_least(0.0), ">= 0 (a loss weight)")
       for name in ("mse", "cluster", "psd", "pas", "occurrence", "orthogonality", "transformation", "theta_l1",
                    "separation", "soft_label", "expected_label_error", "reverse_soft_label")],

@@ -4,6 +4,7 @@ ProtoEFNet turns an echo clip into an ejection fraction through learned prototyp
 
     video (N, 3, T, H, W)
       -> backbone: torchvision R(2+1)D truncated after layer3   (N, 256, T', H', W')
+         (H', W') = (H, W) / output_stride: 8 as in torchvision, 4 with a dilated layer3
       -> feature module F                                        (N, D, T', H', W')
       -> occurrence module M (sigmoid, one map per prototype)    (N, P, T', H', W')
       -> pooled features f_k = sum_thw M_k * F                   (N, P, D)
@@ -30,6 +31,7 @@ from torchvision.models.video.resnet import BasicBlock, Conv2Plus1D, R2Plus1dSte
 BACKBONES = ("r2plus1d_18", "r2plus1d_10")
 BACKBONE_CHANNELS = 256  # channels after layer3, for both backbones
 TRUNCATED_STAGES = ("stem", "layer1", "layer2", "layer3")
+OUTPUT_STRIDES = (8, 4)  # input pixels per feature cell: torchvision's, or layer3 without its spatial stride
 KINETICS400_URL = R2Plus1D_18_Weights.KINETICS400_V1.url  # .../r2plus1d_18-91a641e6.pth
 EF_BIAS = 55.6  # EchoNet-Dynamic's initial bias of the black-box regressor (mean training EF)
 
@@ -116,18 +118,44 @@ def load_torchvision_weights(module: nn.Module, weights: str | os.PathLike, *,
     module.load_state_dict(state, strict=False)  # only the ignored prefixes are left out
 
 
-def build_backbone(name: str = "r2plus1d_18", *, weights: str | os.PathLike | None = None) -> nn.Sequential:
-    """torchvision R(2+1)D truncated after layer3: (N, 3, T, H, W) -> (N, 256, T/4, H/8, W/8).
+def build_backbone(name: str = "r2plus1d_18", *, weights: str | os.PathLike | None = None,
+                   output_stride: int = 8) -> nn.Sequential:
+    """torchvision R(2+1)D truncated after layer3: (N, 3, T, H, W) -> (N, 256, T/4, H/s, W/s),
+    s = `output_stride`.
 
     Module names (stem, layer1..3) match torchvision's, so its state dicts load unchanged.
+    ``output_stride=4`` removes layer3's spatial stride and dilates its later spatial
+    convolutions by 2 (DeepLab's "atrous" trick): the same weights then compute torchvision's
+    layer3 on a grid twice as fine in H and W (its even cells are exactly torchvision's
+    output, eval mode), so occurrence maps of 32-pixel frames are 8 x 8 instead of 4 x 4.
     """
     if str(weights) == "kinetics400" and name != "r2plus1d_18":  # a local file may hold any backbone
         raise ValueError(f"pretrained weights exist only for r2plus1d_18, not {name!r}")
+    if output_stride not in OUTPUT_STRIDES:
+        raise ValueError(f"output_stride must be one of {OUTPUT_STRIDES}, got {output_stride!r}")
     full = video_resnet(name)
     backbone = nn.Sequential(OrderedDict((stage, getattr(full, stage)) for stage in TRUNCATED_STAGES))
+    if output_stride == 4:
+        _dilate_spatially(backbone.layer3)
     if weights is not None:
         load_torchvision_weights(backbone, weights, ignore_prefixes=("layer4.", "fc."))
     return backbone
+
+
+def _dilate_spatially(layer: nn.Sequential) -> None:
+    """Spatial stride 2 -> 1 in a torchvision R(2+1)D stage; every spatial (1, 3, 3) conv after
+    the formerly strided one reads its neighbours 2 cells apart. The temporal stride stays."""
+    for index, block in enumerate(layer):
+        for name in ("conv1", "conv2"):
+            # block.conv1 = (Conv2Plus1D, BN, ReLU); Conv2Plus1D = (spatial conv, BN, ReLU, temporal conv)
+            spatial = getattr(block, name)[0][0]
+            if index == 0 and name == "conv1":
+                spatial.stride = (1, 1, 1)  # its input is still at the finer grid: no dilation
+            else:
+                spatial.dilation, spatial.padding = (1, 2, 2), (0, 2, 2)
+        if block.downsample is not None:
+            shortcut = block.downsample[0]
+            shortcut.stride = (shortcut.stride[0], 1, 1)
 
 
 # --------------------------------------------------------------------------- ProtoEFNet
@@ -175,14 +203,23 @@ class ProtoEFNet(nn.Module):
 
     def __init__(self, *, num_prototypes: int = 40, prototype_dim: int = 256, tau: float = 0.2,
                  backbone: str = "r2plus1d_18", weights: str | os.PathLike | None = None,
-                 label_range: tuple[float, float] = (10.0, 90.0), beta_top_k: int = 0) -> None:
+                 label_range: tuple[float, float] = (10.0, 90.0), beta_top_k: int = 0,
+                 output_stride: int = 8, frozen_stages: int = 0) -> None:
         super().__init__()
+        if not 0 <= frozen_stages <= len(TRUNCATED_STAGES):
+            raise ValueError(f"frozen_stages must be in 0..{len(TRUNCATED_STAGES)}, got {frozen_stages!r}")
         # Everything needed to rebuild the architecture: ProtoEFNet(**model.config).
         self.config = dict(num_prototypes=num_prototypes, prototype_dim=prototype_dim, tau=tau,
-                           backbone=backbone, label_range=tuple(label_range), beta_top_k=beta_top_k)
+                           backbone=backbone, label_range=tuple(label_range), beta_top_k=beta_top_k,
+                           output_stride=output_stride, frozen_stages=frozen_stages)
         self.tau = tau
         self.beta_top_k = beta_top_k  # 0: β over every prototype (the paper); k: over the k most similar
-        self.backbone = build_backbone(backbone, weights=weights)
+        self.backbone = build_backbone(backbone, weights=weights, output_stride=output_stride)
+        # The first `frozen_stages` backbone stages (stem, layer1, ...) keep their loaded weights
+        # and BatchNorm statistics: no gradient, always in eval mode (see `train`).
+        self.frozen = tuple(getattr(self.backbone, stage) for stage in TRUNCATED_STAGES[:frozen_stages])
+        for parameter in (p for stage in self.frozen for p in stage.parameters()):
+            parameter.requires_grad_(False)
         c = BACKBONE_CHANNELS
         self.feature_module = nn.Sequential(
             nn.Conv3d(c, 256, kernel_size=1), nn.ReLU(),
@@ -204,6 +241,14 @@ class ProtoEFNet(nn.Module):
     @property
     def num_prototypes(self) -> int:
         return self.prototypes.shape[0]
+
+    def train(self, mode: bool = True) -> "ProtoEFNet":
+        """nn.Module.train, except that frozen stages stay in eval mode: in train mode their
+        BatchNorm would normalise with batch statistics and move its running averages."""
+        super().train(mode)
+        for stage in self.frozen:
+            stage.eval()
+        return self
 
     def encode(self, video: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """video (N, 3, T, H, W) -> pooled features (N, P, D), occurrence maps (N, P, T', H', W'),
@@ -254,9 +299,9 @@ class ProtoEFNet(nn.Module):
     def parameter_groups(self) -> list[dict]:
         """Optimiser parameter groups named backbone, feature_module, occurrence_module,
         prototypes, head; their learning rates come from the config
-        (`protoef.training.build.build_optimizer`, docs/method.md §4)."""
+        (`protoef.training.build.build_optimizer`, docs/method.md §4). Frozen stages are left out."""
         params = {
-            "backbone": list(self.backbone.parameters()),
+            "backbone": [p for p in self.backbone.parameters() if p.requires_grad],
             "feature_module": list(self.feature_module.parameters()),
             "occurrence_module": list(self.occurrence_module.parameters()),
             "prototypes": [self.prototypes],
@@ -306,7 +351,7 @@ def eval_mode(model: nn.Module):
 
 
 __all__ = [
-    "BACKBONES", "BlackBoxRegressor", "KINETICS400_URL", "ProtoEFNet",
+    "BACKBONES", "OUTPUT_STRIDES", "TRUNCATED_STAGES", "BlackBoxRegressor", "KINETICS400_URL", "ProtoEFNet",
     "ProtoEFOutput", "build_backbone", "cosine_similarity", "load_torchvision_weights",
     "pool_features", "unwrap", "eval_mode", "video_resnet",
 ]

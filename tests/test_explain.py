@@ -326,3 +326,19 @@ def test_umap_keeps_two_separated_clusters_apart():
     distance = np.linalg.norm(xy[:, None] - xy[None], axis=-1)
     within = max(distance[:10, :10].max(), distance[10:, 10:].max())
     assert distance[:10, 10:].min() > within
+
+
+def test_mass_share_and_pointing_game_against_hand_computed_values():
+    # Frame-size binary maps need no upsampling (bilinear at scale 1 is the identity), so the
+    # shares are pixel counts: LV = 16×16 = 256 px of 32×32.
+    lv = rect(8, 24, 8, 24)
+    kw = dict(clip_start=0, clip_length=LENGTH, period=1)
+    inside = np.stack([rect(10, 14, 10, 14)] * 2)[None].astype(np.float32)        # all 16 px inside
+    half = np.stack([rect(8, 24, 16, 32)] * 2)[None].astype(np.float32)           # 128 of 256 px inside
+    uniform = np.ones((1, 2, 32, 32), np.float32)                                  # the chance level: 256 / 1024
+    peak_out = np.stack([rect(8, 24, 8, 24) * 0.5 + rect(0, 2, 0, 2)] * 2)[None].astype(np.float32)  # max at (0, 0)
+    maps = np.concatenate([inside, half, uniform, peak_out])
+    scores = localization.localization_scores(maps, lv, 3, **kw)
+    np.testing.assert_allclose(scores["mass_share"], [1.0, 0.5, 0.25, 128 / (128 + 4)], atol=1e-6)
+    np.testing.assert_array_equal(scores["pointing"], [1.0, 1.0, 0.0, 0.0])  # uniform: first pixel (0, 0) is outside
+    np.testing.assert_array_equal(scores["iou"], localization.occurrence_iou(maps, lv, 3, **kw))

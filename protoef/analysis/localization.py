@@ -31,7 +31,7 @@ from .explain import model_input, take_clip
 from ..model import BlackBoxRegressor, ProtoEFNet, eval_mode
 
 __all__ = [
-    "threshold_map", "mask_iou", "occurrence_iou", "covering_clip_start", "occurrence_iou_table",
+    "threshold_map", "mask_iou", "occurrence_iou", "localization_scores", "covering_clip_start", "occurrence_iou_table",
     "gradcam", "gradcam_iou_table",
 ]
 
@@ -76,30 +76,46 @@ def _time_slot(frame: int, *, clip_start: int, clip_length: int, period: int, sl
     return min(int((position + 0.5) * slots / clip_length), slots - 1)
 
 
-def occurrence_iou(occurrence_maps, lv_masks, frame_indices, *, clip_start: int, clip_length: int,
-                   period: int = 1, threshold="top", fraction: float | None = None) -> np.ndarray:
-    """IoU of each map of one clip with the LV mask at each traced frame.
+def localization_scores(occurrence_maps, lv_masks, frame_indices, *, clip_start: int, clip_length: int,
+                        period: int = 1, threshold="top", fraction: float | None = None) -> dict[str, np.ndarray]:
+    """How well each map of one clip finds the LV at each traced frame, three ways (module docstring):
+
+    - ``iou``: IoU of the thresholded map with the LV mask;
+    - ``mass_share``: the share of the (upsampled, non-negative) map's mass inside the LV mask;
+      a map spread evenly over the frame scores the LV's area fraction;
+    - ``pointing``: 1.0 when the map's maximum pixel lies inside the LV, else 0.0 (the pointing
+      game; first maximum in row-major order on ties).
 
     occurrence_maps (P, T', H', W') (or (T', H', W')), non-negative scores of any scale;
     lv_masks (K, H, W) bool (or (H, W)); frame_indices (K,) video frame of each mask (or an int).
-    Returns (P, K) (or (P,) for a single mask); NaN where the frame is outside the clip.
+    Each value is (P, K) (or (P,) for a single mask); NaN where the frame is outside the clip.
     """
     maps = np.asarray(occurrence_maps, dtype=np.float32)
     maps = maps[None] if maps.ndim == 3 else maps
     masks = np.asarray(lv_masks, dtype=bool)
     single = masks.ndim == 2
     masks, frames = (masks[None], [int(frame_indices)]) if single else (masks, [int(f) for f in frame_indices])
-    result = np.full((len(maps), len(masks)), np.nan)
+    scores = {name: np.full((len(maps), len(masks)), np.nan) for name in ("iou", "mass_share", "pointing")}
     for k, (mask, frame) in enumerate(zip(masks, frames)):
         slot = _time_slot(frame, clip_start=clip_start, clip_length=clip_length, period=period, slots=maps.shape[1])
         if slot is None:
             continue
         heat = F.interpolate(torch.from_numpy(np.ascontiguousarray(maps[:, slot]))[:, None], size=mask.shape,
-                             mode="bilinear", align_corners=False)[:, 0].numpy()
+                             mode="bilinear", align_corners=False)[:, 0].numpy()  # (P, H, W)
         q = mask.mean() if fraction is None else fraction
         for p in range(len(maps)):
-            result[p, k] = mask_iou(threshold_map(heat[p], threshold=threshold, fraction=q), mask)
-    return result[:, 0] if single else result
+            scores["iou"][p, k] = mask_iou(threshold_map(heat[p], threshold=threshold, fraction=q), mask)
+            total = float(heat[p].clip(min=0).sum())
+            scores["mass_share"][p, k] = float(heat[p].clip(min=0)[mask].sum()) / total if total > 0 else math.nan
+            scores["pointing"][p, k] = float(mask.ravel()[int(np.argmax(heat[p]))])
+    return {name: value[:, 0] for name, value in scores.items()} if single else scores
+
+
+def occurrence_iou(occurrence_maps, lv_masks, frame_indices, *, clip_start: int, clip_length: int,
+                   period: int = 1, threshold="top", fraction: float | None = None) -> np.ndarray:
+    """The ``iou`` of `localization_scores`: (P, K) (or (P,) for a single mask), NaN outside the clip."""
+    return localization_scores(occurrence_maps, lv_masks, frame_indices, clip_start=clip_start, clip_length=clip_length,
+                               period=period, threshold=threshold, fraction=fraction)["iou"]
 
 
 def covering_clip_start(num_frames: int, frames, *, clip_length: int, period: int = 1) -> int:
@@ -130,12 +146,14 @@ def _iou_table(map_fn, dataset, *, method: str, threshold, fraction, batch_size:
     def flush():
         maps = map_fn(torch.stack([model_input(clip, dataset) for _, _, clip, _ in pending]))  # (B, P, T', H', W')
         for (filename, start, _, traced), clip_maps in zip(pending, maps):
-            ious = occurrence_iou(clip_maps, np.stack([m for _, _, m in traced]), [f for _, f, _ in traced],
-                                  clip_start=start, clip_length=length, period=period, threshold=threshold, fraction=fraction)
-            for (kind, frame, mask), column in zip(traced, ious.T):
+            scores = localization_scores(clip_maps, np.stack([m for _, _, m in traced]), [f for _, f, _ in traced],
+                                         clip_start=start, clip_length=length, period=period, threshold=threshold,
+                                         fraction=fraction)
+            for k, (kind, frame, mask) in enumerate(traced):
                 rows.extend({"method": method, "filename": filename, "prototype": p, "frame": kind, "frame_index": frame,
-                             "clip_start": start, "lv_fraction": float(mask.mean()), "iou": value}
-                            for p, value in enumerate(column))
+                             "clip_start": start, "lv_fraction": float(mask.mean()), "iou": scores["iou"][p, k],
+                             "lv_mass_share": scores["mass_share"][p, k], "pointing_hit": scores["pointing"][p, k]}
+                            for p in range(len(clip_maps)))
         pending.clear()
 
     for index in tqdm(range(len(dataset)), desc=f"{method} IoU", leave=False, disable=not progress):
@@ -151,7 +169,8 @@ def _iou_table(map_fn, dataset, *, method: str, threshold, fraction, batch_size:
                 flush()
     if pending:
         flush()
-    return pd.DataFrame(rows, columns=["method", "filename", "prototype", "frame", "frame_index", "clip_start", "lv_fraction", "iou"])
+    return pd.DataFrame(rows, columns=["method", "filename", "prototype", "frame", "frame_index", "clip_start", "lv_fraction",
+                                       "iou", "lv_mass_share", "pointing_hit"])
 
 
 def occurrence_iou_table(model: ProtoEFNet, dataset, *, threshold="top", fraction: float | None = None,
@@ -160,7 +179,7 @@ def occurrence_iou_table(model: ProtoEFNet, dataset, *, threshold="top", fractio
     of every video of `dataset` (built with ``with_masks=True``; its clip length and period
     are used, the clip start is chosen by `covering_clip_start`). One row per video, traced
     frame and prototype: method, filename, prototype, frame ("ED"/"ES"), frame_index,
-    clip_start, lv_fraction, iou. Summaries: ``table.groupby(["prototype", "frame"]).iou.mean()``."""
+    clip_start, lv_fraction, iou, lv_mass_share, pointing_hit (`localization_scores`). Summaries: ``table.groupby(["prototype", "frame"]).iou.mean()``."""
     device = next(model.parameters()).device
 
     @torch.no_grad()

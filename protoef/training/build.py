@@ -74,7 +74,8 @@ def data_root(config: Config) -> pathlib.Path:
 
 def feature_size(config: Config) -> tuple[int, int]:
     """(H', W') of the backbone output for the configured clips (for the background mask)."""
-    backbone = build_backbone(config.model.backbone).eval()
+    output_stride = config.model.output_stride if config.model.kind == "protoefnet" else 8
+    backbone = build_backbone(config.model.backbone, output_stride=output_stride).eval()
     with torch.no_grad():
         shape = backbone(torch.zeros(1, 3, config.data.clip_length, config.data.resize, config.data.resize)).shape
     return tuple(shape[-2:])
@@ -152,7 +153,8 @@ def build_model(config: Config, *, weights=None, label_range=None) -> torch.nn.M
     if m.kind != "protoefnet":
         raise ValueError(f"model.kind must be 'protoefnet' or 'blackbox', got {m.kind!r}")
     return ProtoEFNet(num_prototypes=m.num_prototypes, prototype_dim=m.prototype_dim, tau=m.tau,
-                      backbone=m.backbone, weights=weights, label_range=label_range, beta_top_k=m.beta_top_k)
+                      backbone=m.backbone, weights=weights, label_range=label_range, beta_top_k=m.beta_top_k,
+                      output_stride=m.output_stride, frozen_stages=m.frozen_stages)
 
 
 def build_loss(config: Config) -> ProtoEFLoss:

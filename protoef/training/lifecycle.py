@@ -358,7 +358,8 @@ def _head_epochs(model, config: Config, sets: dict, context: RunContext) -> None
     mode (in train mode BatchNorm would update its running statistics)."""
     if not config.optim.head_epochs_after_push:
         return
-    for parameter in model.parameters():
+    trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]  # not the frozen stages
+    for parameter in trainable:
         parameter.requires_grad_(False)
     model.theta.requires_grad_(True)
     head_optimizer = torch.optim.Adam([model.theta], lr=config.optim.lr_head)
@@ -367,7 +368,7 @@ def _head_epochs(model, config: Config, sets: dict, context: RunContext) -> None
         torch.manual_seed(config.seed + 10_000 + epoch)
         train_epoch(model, make_loader(sets["push"], config, shuffle_seed=config.seed + epoch), head_loss,
                     head_optimizer, context, desc=f"head epoch {epoch + 1}", train_mode=False)
-    for parameter in model.parameters():
+    for parameter in trainable:
         parameter.requires_grad_(True)
 
 
