@@ -108,6 +108,9 @@ class LossConfig:
     # Candidates for a local β (issue 17; 0 in every profile, not yet screened on VAL):
     expected_label_error: float = 0.0  # weight: Σ_k β_k (l_k − y)² = (ŷ − y)² + Var_β(l)
     reverse_soft_label: float = 0.0  # weight: KL(β || q), q the soft-label target (σ = soft_label_sigma)
+    # Remedy (off in the paper): the occurrence term as each map's share of mass outside the
+    # dilated LV (protoef.losses.occurrence_share_loss), which a map cannot meet by shrinking.
+    occurrence_share: bool = False
 
 
 @dataclass

@@ -173,6 +173,17 @@ def occurrence_loss(occurrence_maps: Tensor, background: Tensor, p: float = 2) -
     return norms.mean(dim=0).sum()
 
 
+def occurrence_share_loss(occurrence_maps: Tensor, background: Tensor, eps: float = 1e-6) -> Tensor:
+    """The share of each map's mass outside the (dilated) LV, sum(B * M) / sum(M) over (t, h, w)
+    (remedy, off in the paper): unlike `occurrence_loss` it does not fall when a map shrinks
+    everywhere, an escape the cosine similarity leaves open (s_k ignores the scale of f_k).
+    Same shapes and reduction as `occurrence_loss`: mean over samples, sum over prototypes."""
+    background = background.expand_as(occurrence_maps)                                 # (N, P, T, H, W)
+    outside = (background * occurrence_maps).sum(dim=(-3, -2, -1))                    # (N, P)
+    total = occurrence_maps.sum(dim=(-3, -2, -1)).clamp_min(eps)                       # (N, P)
+    return (outside / total).mean(dim=0).sum()
+
+
 def orthogonality_loss(prototypes: Tensor) -> Tensor:
     """Sum of cosine similarities over distinct prototype pairs (j < k). (P, D) -> ()"""
     cos = cosine_similarity(prototypes.unsqueeze(1), prototypes.unsqueeze(0))  # (P, P)
@@ -228,7 +239,8 @@ class ProtoEFLoss(nn.Module):
                  transformation: float = 0.0, theta_l1: float = 0.0, separation: float = 0.0,
                  soft_label: float = 0.0, delta: float = 5.0, k: int = 3, occurrence_p: float = 2,
                  soft_label_sigma: float = 5.0, psd_label_aware: bool = False,
-                 expected_label_error: float = 0.0, reverse_soft_label: float = 0.0) -> None:
+                 expected_label_error: float = 0.0, reverse_soft_label: float = 0.0,
+                 occurrence_share: bool = False) -> None:
         super().__init__()
         self.weights = {"mse": mse, "cluster": cluster, "psd": psd, "pas": pas,
                         "occurrence": occurrence, "orthogonality": orthogonality,
@@ -237,6 +249,7 @@ class ProtoEFLoss(nn.Module):
                         "expected_label_error": expected_label_error, "reverse_soft_label": reverse_soft_label}
         self.delta, self.k, self.occurrence_p = delta, k, occurrence_p
         self.soft_label_sigma, self.psd_label_aware = soft_label_sigma, psd_label_aware
+        self.occurrence_share = occurrence_share  # the "occurrence" term as `occurrence_share_loss`
 
     def terms(self, output: ProtoEFOutput, targets: Tensor, model: nn.Module, *,
               background: Tensor | None = None, video: Tensor | None = None) -> dict[str, Tensor]:
@@ -251,7 +264,8 @@ class ProtoEFLoss(nn.Module):
             "pas": pas_loss(model.prototypes, labels, self.delta),
         }
         if background is not None:
-            terms["occurrence"] = occurrence_loss(output.occurrence_maps, background, self.occurrence_p)
+            terms["occurrence"] = (occurrence_share_loss(output.occurrence_maps, background) if self.occurrence_share
+                                   else occurrence_loss(output.occurrence_maps, background, self.occurrence_p))
         elif w["occurrence"] != 0:
             raise ValueError("the occurrence loss has a non-zero weight: pass background=")
         if w["orthogonality"] != 0:
@@ -285,7 +299,8 @@ class ProtoEFLoss(nn.Module):
 
 
 __all__ = [
-    "ProtoEFLoss", "cluster_loss", "expected_label_error_loss", "mse_loss", "occurrence_loss", "orthogonality_loss",
+    "ProtoEFLoss", "cluster_loss", "expected_label_error_loss", "mse_loss", "occurrence_loss", "occurrence_share_loss",
+    "orthogonality_loss",
     "pas_loss", "psd_loss", "random_affine", "reverse_soft_label_loss", "separation_loss", "soft_label_log_target",
     "soft_label_loss", "soft_label_target",
     "theta_l1_loss", "transformation_loss",

@@ -437,3 +437,17 @@ def test_local_beta_terms_enter_the_total_and_the_gradient_diagnostics():
     for name in ("expected_label_error", "reverse_soft_label"):
         for target in ("prototypes", "features"):
             assert math.isfinite(norms[f"grad_{name}_{target}"]) and norms[f"grad_{name}_{target}"] > 0
+
+
+def test_occurrence_share_hand_computed_and_blind_to_scale():
+    from protoef.losses import occurrence_share_loss
+    # One sample, two prototypes, T = 1, 1 × 4 cells; background 1 on the last two cells.
+    background = torch.tensor([0.0, 0.0, 1.0, 1.0]).view(1, 1, 1, 1, 4)
+    maps = torch.tensor([[0.5, 0.5, 0.0, 0.0],       # all mass inside: share 0
+                         [0.1, 0.1, 0.2, 0.6]]).view(1, 2, 1, 1, 4)  # 0.8 of 1.0 outside
+    assert occurrence_share_loss(maps, background).item() == pytest.approx(0.8)
+    # Shrinking every map by 100x lowers the paper's term 100x but leaves the share alone.
+    assert occurrence_share_loss(maps / 100, background).item() == pytest.approx(0.8)
+    assert occurrence_loss(maps / 100, background).item() == pytest.approx(occurrence_loss(maps, background).item() / 100)
+    loss = ProtoEFLoss(occurrence=1.0, occurrence_share=True)
+    assert loss.occurrence_share and "occurrence_share" not in loss.weights
