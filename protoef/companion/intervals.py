@@ -30,12 +30,13 @@ BOOTSTRAP_SEED = 0
 
 def per_video_grid(values: dict) -> pd.DataFrame:
     """``{seed: Series indexed by video}`` → seeds × videos DataFrame (videos sorted); a
-    video missing from any seed's run is an error, since the arms must share the TEST set."""
-    grid = pd.DataFrame({seed: pd.Series(series) for seed, series in values.items()}).T.sort_index(axis=1)
-    if grid.isna().any().any():
-        missing = sorted(grid.columns[grid.isna().any()])
+    video missing from any seed's run is an error, since the runs must share the TEST set."""
+    values = {seed: pd.Series(series) for seed, series in values.items()}
+    videos = sorted(set().union(*(series.index for series in values.values())))
+    missing = sorted(video for video in videos if any(video not in series.index for series in values.values()))
+    if missing:
         raise ValueError(f"the runs were tested on different videos (e.g. {missing[:3]}); compare runs of one data set")
-    return grid
+    return pd.DataFrame({seed: series.reindex(videos) for seed, series in values.items()}).T  # NaN values stay NaN
 
 
 def _aligned(arms: dict) -> dict[str, np.ndarray]:
