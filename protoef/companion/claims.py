@@ -12,6 +12,9 @@ typed by hand, so it cannot drift from what ran.
 Verdicts: "holds" when the whole interval is on the claim's side of the threshold,
 "does not hold" when it is wholly on the other side, "inconclusive" when it straddles it.
 Without an interval (a single run) the point estimate decides, and the verdict says so.
+Thresholds are effect sizes stated in each claim's text; intervals are Student t over seeds
+for unbounded per-seed means and the two-stage bootstrap of `intervals` for per-video
+shares (docs/method.md §6, "Seeds and intervals").
 """
 from __future__ import annotations
 
