@@ -264,7 +264,7 @@ def faithfulness_figure(deletion: pd.DataFrame, randomization: pd.DataFrame) -> 
         right.plot(curve.index, curve.to_numpy(), marker="o", label=kind)
     right.axhline(0.5, color="grey", linestyle="--", linewidth=1)
     right.set(title="Cascading randomisation, from the top", xlabel="layers re-initialised − 1 (step)",
-              ylabel="Spearman ρ with the trained maps", ylim=(-0.2, 1.05))
+              ylabel="Spearman ρ with the trained maps", ylim=(-1.05, 1.05))
     right.legend(fontsize=8)
     return figure
 
