@@ -22,7 +22,10 @@ def test_study_budgets_belong_to_the_profile():
     assert paper.pas_overrides == {} and paper.sensitivity_overrides == {}
     assert demo.sensitivity_overrides == {"optim.epochs": 4} and demo.pas_overrides == {}
     assert smoke.seeds == (0,) and smoke.sensitivity_overrides["optim.epochs"] == 1
-    assert len(paper.taus) * len(paper.deltas) == 20 and len(paper.pas_weights) == 4 and len(demo.pas_seeds) == 3
+    assert len(paper.taus) * len(paper.deltas) == 20 and len(paper.pas_weights) == 4
+    assert demo.seeds == demo.pas_seeds == demo.occurrence_seeds == (0, 1, 2, 3, 4) and demo.recipe_seeds == (0, 1, 2)
+    assert smoke.occurrence_seeds == (0,) and smoke.occurrence_overrides["optim.epochs"] == 1
+    assert len(paper.occurrence_seeds) == 3 and paper.occurrence_overrides == {}
     with pytest.raises(KeyError, match="no study plan for profile 'laptop'"):
         studies.plan_for("laptop")
 

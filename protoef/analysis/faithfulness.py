@@ -15,8 +15,9 @@
 Every function takes any model whose forward returns `protoef.model.ProtoEFOutput` (the
 noise and deletion tests) or any map function (the randomisation test, so Grad-CAM of the
 black box is tested the same way), and a clip in model-input space (normalised), shaped
-(3, T, H, W). Models run in eval mode (restored afterwards) without gradients. Not wired
-into the notebooks yet; docs/method.md §6 describes them.
+(3, T, H, W). Models run in eval mode (restored afterwards) without gradients. Notebook 07
+runs the deletion and randomisation tests (`protoef.companion.occurrence_study`);
+docs/method.md §6 describes them.
 """
 from __future__ import annotations
 

@@ -14,8 +14,9 @@ Conventions
   when they are further apart than a clip spans, one clip is centred on each
   (`covering_clip_start`). The data set's own ``clips`` mode is therefore not used there.
 - Grad-CAM (`gradcam`): default layer = the black box's ``layer4`` (output of its last
-  block, the one the pooling and fc read: the standard Grad-CAM choice); pass
-  ``layer="layer3"`` for the resolution of ProtoEFNet's maps (its backbone ends at layer3).
+  block, the one the pooling and fc read: the standard Grad-CAM choice); `matching_gradcam_layer`
+  names the block whose output has the spatial size of ProtoEFNet's maps (layer3 at output
+  stride 8, layer2 at output stride 4), for a comparison at the same resolution.
 """
 from __future__ import annotations
 
@@ -32,8 +33,10 @@ from ..model import BlackBoxRegressor, ProtoEFNet, eval_mode
 
 __all__ = [
     "threshold_map", "mask_iou", "occurrence_iou", "localization_scores", "covering_clip_start", "occurrence_iou_table",
-    "gradcam", "gradcam_iou_table",
+    "gradcam", "gradcam_iou_table", "BLACKBOX_BLOCKS", "matching_gradcam_layer",
 ]
+
+BLACKBOX_BLOCKS = ("layer1", "layer2", "layer3", "layer4")  # the black box's residual stages, input side first
 
 
 # --------------------------------------------------------------------------- IoU with the LV
@@ -253,3 +256,23 @@ def gradcam_iou_table(model: nn.Module, dataset, *, layer=None, threshold="top",
 
     return _iou_table(maps, dataset, method=method, threshold=threshold, fraction=fraction,
                       batch_size=batch_size, progress=progress)
+
+
+def matching_gradcam_layer(blackbox: nn.Module, map_size: tuple[int, int], video: Tensor) -> str:
+    """The black box's block (`BLACKBOX_BLOCKS`, deepest first) whose output's (H', W') is
+    `map_size`, e.g. ProtoEFNet's occurrence maps' ``maps.shape[-2:]``, found by running
+    `video` (N, 3, T, H, W) through it once. ValueError when no block has that size."""
+    sizes, handles = {}, []
+    for name in BLACKBOX_BLOCKS:
+        handles.append(_resolve_layer(blackbox, name).register_forward_hook(
+            lambda _m, _i, output, name=name: sizes.__setitem__(name, tuple(output.shape[-2:]))))
+    try:
+        with eval_mode(blackbox), torch.no_grad():
+            blackbox(video)
+    finally:
+        for handle in handles:
+            handle.remove()
+    matching = [name for name in reversed(BLACKBOX_BLOCKS) if sizes[name] == tuple(map_size)]
+    if not matching:
+        raise ValueError(f"no black-box block has {tuple(map_size)} maps: {sizes}")
+    return matching[0]

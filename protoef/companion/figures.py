@@ -22,7 +22,8 @@ from ..metrics import regression_metrics
 
 __all__ = ["ef_histograms", "example_frames", "volume_curve", "learning_curves", "prediction_scatter", "bland_altman",
            "angle_matrix_figure", "label_gap_angle_figure", "embedding_figure", "sweep_heatmaps",
-           "localization_examples", "image_figure", "attention_figure", "gradient_figure"]
+           "localization_examples", "localization_by_arm_figure", "faithfulness_figure", "image_figure",
+           "attention_figure", "gradient_figure"]
 
 SPLIT_COLOURS = {"TRAIN": "tab:blue", "VAL": "tab:orange", "TEST": "tab:green"}
 
@@ -226,6 +227,45 @@ def localization_examples(model, blackbox, dataset, indices, *, frame: str = "ED
         for ax in row:
             ax.contour(mask, levels=[0.5], colors="white", linewidths=0.8)
             ax.set_axis_off()
+    return figure
+
+
+def localization_by_arm_figure(summary: pd.DataFrame) -> Figure:
+    """Bars of `tables.localization_summary`'s ratios (1 = chance, dotted) per (arm, method),
+    ED and ES side by side, one panel per measure."""
+    measures = {"iou_over_chance": "IoU ÷ chance", "mass_over_fraction": "LV mass share ÷ LV fraction",
+                "pointing_over_fraction": "pointing hits ÷ LV fraction"}
+    groups = list(dict.fromkeys((arm, method) for arm, method, _ in summary.index))
+    figure = Figure(figsize=(4.2 * len(measures), 3.4), layout="constrained")
+    for ax, (column, title) in zip(figure.subplots(1, len(measures), squeeze=False)[0], measures.items()):
+        for offset, frame in zip((-0.2, 0.2), ("ED", "ES")):
+            heights = [summary[column].get((arm, method, frame), np.nan) for arm, method in groups]
+            ax.bar(np.arange(len(groups)) + offset, heights, width=0.4, label=frame)
+        ax.axhline(1.0, color="grey", linestyle=":", linewidth=1)
+        ax.set_xticks(range(len(groups)), [f"{arm}\n{method}" for arm, method in groups], fontsize=7, rotation=30, ha="right")
+        ax.set(title=title, ylabel="× chance")
+        ax.legend(fontsize=8)
+    return figure
+
+
+def faithfulness_figure(deletion: pd.DataFrame, randomization: pd.DataFrame) -> Figure:
+    """Left: per arm, mean similarity drop when the top cells are hidden ÷ when random cells are
+    (target 3, dashed). Right: mean Spearman ρ of randomised against trained maps per cascade
+    step, one line per kind of map (0.5, dashed)."""
+    figure = Figure(figsize=(10, 3.6), layout="constrained")
+    left, right = figure.subplots(1, 2)
+    means = deletion.groupby("arm", sort=False)[["drop_top", "drop_random"]].mean()
+    left.bar(range(len(means)), means["drop_top"] / means["drop_random"], color="tab:blue")
+    left.axhline(3.0, color="grey", linestyle="--", linewidth=1)
+    left.set_xticks(range(len(means)), means.index, fontsize=8, rotation=20, ha="right")
+    left.set(title="Deletion test", ylabel="top-cell drop ÷ random-cell drop")
+    for kind, rows in randomization.groupby("maps", sort=False):
+        curve = rows.groupby("step")["spearman"].mean()
+        right.plot(curve.index, curve.to_numpy(), marker="o", label=kind)
+    right.axhline(0.5, color="grey", linestyle="--", linewidth=1)
+    right.set(title="Cascading randomisation, from the top", xlabel="layers re-initialised − 1 (step)",
+              ylabel="Spearman ρ with the trained maps", ylim=(-1.05, 1.05))
+    right.legend(fontsize=8)
     return figure
 
 

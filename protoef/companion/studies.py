@@ -6,6 +6,7 @@ keys, so a study never mixes runs of different budgets silently):
 
 - `seed_runs`: one recipe over seeds (notebooks 02, 03);
 - `pas_weight_runs`: the PAS ablation and weight sweep (04);
+- `occurrence_weight_runs`: the occurrence-loss ablation (07);
 - `sensitivity_runs`: the τ × Δl grid (06);
 - `recipe_runs`: the paper's recipe beside this project's (09).
 
@@ -17,17 +18,21 @@ from __future__ import annotations
 
 import dataclasses
 
-from ..config import PAPER_RECIPE, REMEDIES
+from ..config import PAPER_RECIPE, REMEDIES, Config
 from . import notebook
 
-__all__ = ["StudyPlan", "STUDY_PLANS", "plan_for", "seed_runs", "run_sweep", "pas_weight_runs", "sensitivity_runs",
-           "recipes_for", "recipe_runs"]
+__all__ = ["StudyPlan", "STUDY_PLANS", "PAPER_OCCURRENCE_WEIGHT", "plan_for", "occurrence_weights_for", "seed_runs",
+           "run_sweep", "pas_weight_runs", "occurrence_weight_runs", "sensitivity_runs", "recipes_for", "own_recipe",
+           "recipe_runs"]
+
+PAPER_OCCURRENCE_WEIGHT = Config().loss.occurrence  # the paper's loss.occurrence (its config is the paper's)
 
 
 @dataclasses.dataclass(frozen=True)
 class StudyPlan:
     """How much each study of a profile runs. Overrides go on top of the profile's config."""
-    seeds: tuple = (0, 1, 2)  # seeds of notebooks 02, 03, 05's ρ, 08's claim and 09
+    seeds: tuple = (0, 1, 2)  # seeds of notebooks 02, 03, 05's ρ and 08's claim
+    recipe_seeds: tuple = (0, 1, 2)  # seeds of notebook 09's two recipes
     pas_weights: tuple = (0.0, 0.1, 1.0, 10.0)  # loss.pas values of notebook 04
     pas_seeds: tuple = (0, 1, 2, 3, 4)  # seeds of the ablation arms (0 and the profile's own weight)
     pas_sweep_seeds: tuple = (0,)  # seeds of the other weights
@@ -35,18 +40,26 @@ class StudyPlan:
     taus: tuple = (0.1, 0.2, 0.5)  # model.tau grid of notebook 06
     deltas: tuple = (2.5, 5.0, 10.0)  # loss.delta grid of notebook 06
     sensitivity_overrides: dict = dataclasses.field(default_factory=dict)
+    # loss.occurrence values of notebook 07; None: 0, the paper's weight and the profile's own
+    # (`occurrence_weights_for`), so the profile's arm is notebook 02's runs.
+    occurrence_weights: tuple | None = None
+    occurrence_seeds: tuple = (0, 1, 2)  # seeds of every occurrence arm
+    occurrence_overrides: dict = dataclasses.field(default_factory=dict)  # {}: the profile's budget
 
 
 STUDY_PLANS = {
-    # 3 seeds per recipe and per PAS arm (0 and the paper's 0.1, whose runs are notebook 02's),
-    # and a 2 × 2 grid at a third of the budget (4 of 12 epochs, from the warm start): what
-    # fits the demo's time on 2 cores (the paper plan keeps the weight sweep and the full grid).
-    "demo": StudyPlan(pas_weights=(0.0, 0.1), pas_seeds=(0, 1, 2), taus=(0.1, 0.5), deltas=(2.5, 10.0),
-                      sensitivity_overrides={"optim.epochs": 4}),
+    # 5 seeds per model, per PAS arm (0 and the paper's 0.1, whose runs are notebook 02's) and
+    # per occurrence arm, so that an effect of a tenth of an EF point can be told from seed
+    # noise; 3 per recipe of notebook 09 (a contrast several times larger), and a 2 × 2 grid
+    # at a third of the budget (4 of 12 epochs, from the warm start): what fits the demo's
+    # time on 2 cores (the paper plan keeps the weight sweep and the full grid).
+    "demo": StudyPlan(seeds=(0, 1, 2, 3, 4), pas_weights=(0.0, 0.1), pas_seeds=(0, 1, 2, 3, 4), taus=(0.1, 0.5),
+                      deltas=(2.5, 10.0), sensitivity_overrides={"optim.epochs": 4}, occurrence_seeds=(0, 1, 2, 3, 4)),
     # One seed and one-epoch sweeps on 8 videos: shows in CI that every study runs, nothing more.
-    "smoke": StudyPlan(seeds=(0,), pas_weights=(0.0, 0.1), pas_seeds=(0,), pas_sweep_seeds=(0,),
+    "smoke": StudyPlan(seeds=(0,), recipe_seeds=(0,), pas_weights=(0.0, 0.1), pas_seeds=(0,), pas_sweep_seeds=(0,),
                        pas_overrides={"optim.epochs": 1, "data.limit_videos": 8}, taus=(0.2, 0.5), deltas=(5.0,),
-                       sensitivity_overrides={"optim.epochs": 1, "data.limit_videos": 8}),
+                       sensitivity_overrides={"optim.epochs": 1, "data.limit_videos": 8}, occurrence_seeds=(0,),
+                       occurrence_overrides={"optim.epochs": 1, "data.limit_videos": 8}),
     # The paper's budget for every run (30 epochs); a wider grid.
     "paper": StudyPlan(pas_sweep_seeds=(0, 1, 2), taus=(0.1, 0.2, 0.5, 1.0), deltas=(1.0, 2.5, 5.0, 7.5, 10.0)),
 }
@@ -56,6 +69,16 @@ def plan_for(profile: str) -> StudyPlan:
     if profile not in STUDY_PLANS:
         raise KeyError(f"no study plan for profile {profile!r}; choose one of {sorted(STUDY_PLANS)}")
     return STUDY_PLANS[profile]
+
+
+def occurrence_weights_for(profile: str) -> tuple:
+    """The ``loss.occurrence`` arms of notebook 07: the plan's, or else 0 (no occurrence
+    loss), the paper's weight and the profile's own, in that order, without repeats."""
+    planned = plan_for(profile).occurrence_weights
+    if planned is not None:
+        return tuple(planned)
+    own = notebook.config_for(profile).loss.occurrence
+    return tuple(dict.fromkeys((0.0, PAPER_OCCURRENCE_WEIGHT, own)))
 
 
 def seed_runs(profile: str, name: str, seeds, overrides: dict | None = None, *, data: str | None = None) -> dict:
@@ -100,6 +123,19 @@ def pas_weight_runs(profile: str, weights, seeds, overrides: dict, *, data=None,
     return run_sweep(profile, planned, data=data, executor=executor)
 
 
+def occurrence_weight_runs(profile: str, weights, seeds, overrides: dict, *, data=None, executor="auto") -> dict:
+    """ProtoEFNet per occurrence-loss weight (``loss.occurrence``) and seed: ``{(weight, seed):
+    run directory}``. The profile's own weight with no overrides is notebook 02's run
+    (``protoefnet-seed{s}``), reused; other weights are ``occ{w}-seed{s}``."""
+    own = notebook.config_for(profile).loss.occurrence
+    planned = {}
+    for weight in weights:
+        name = "protoefnet" if weight == own and not overrides else f"occ{weight:g}"
+        for seed in seeds:
+            planned[(weight, seed)] = (f"{name}-seed{seed}", {**overrides, "loss.occurrence": float(weight), "seed": seed})
+    return run_sweep(profile, planned, data=data, executor=executor)
+
+
 def sensitivity_runs(profile: str, taus, deltas, overrides: dict, *, data=None, executor="auto") -> dict:
     """One run per (τ, Δl) (``model.tau``, ``loss.delta``), named ``tau{τ}-delta{Δl}``.
     Returns ``{(tau, delta): run directory}``."""
@@ -115,6 +151,11 @@ def recipes_for(profile: str) -> dict:
     if profile == "paper":
         return {"paper recipe": ("protoefnet", {}), "with the remedies": ("remedies", REMEDIES)}
     return {"this project": ("protoefnet", {}), "paper recipe": ("paper-recipe", PAPER_RECIPE)}
+
+
+def own_recipe(profile: str) -> str:
+    """The name, in `recipes_for`, of the recipe the profile itself carries (notebook 02's runs)."""
+    return next(recipe for recipe, (_, extra) in recipes_for(profile).items() if not extra)
 
 
 def recipe_runs(profile: str, seeds, overrides: dict | None = None, *, data=None) -> dict:

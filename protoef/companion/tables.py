@@ -11,12 +11,13 @@ import pathlib
 import numpy as np
 import pandas as pd
 
-from ..diagnostics import far_near_angles
+from ..diagnostics import LOCAL_WINDOW, TOP1_WINDOW, far_near_angles
 from ..metrics import bootstrap_paired_difference, regression_metrics
 
 __all__ = ["HEADLINE", "DIAGNOSTIC_COLUMNS", "METRIC_COLUMNS", "prototype_vectors", "run_table", "gradient_shares",
            "mean_std", "format_mean_std", "t_interval", "paired_seed_difference", "metrics_table", "compare_models",
-           "iou_summary", "iou_per_prototype", "pick_by_quantile"]
+           "iou_summary", "iou_per_prototype", "pick_by_quantile", "absolute_errors", "top1_hits", "beta_mass_near_truth",
+           "iou_above_chance", "localization_summary"]
 
 HEADLINE = ["mae", "rmse", "r2", "f1_40", "sparsity", "diversity"]
 DIAGNOSTIC_COLUMNS = ["mae", "mae_ratio_trivial", "push_mae_change", "sparsity", "top1_beta", "beta_entropy",
@@ -146,6 +147,36 @@ def compare_models(predictions_a: pd.DataFrame, predictions_b: pd.DataFrame, *, 
     return pd.DataFrame(rows).set_index("metric")
 
 
+# --------------------------------------------------------------------------- per TEST video
+# Each returns a Series indexed by filename, the input of `intervals.per_video_grid`.
+def absolute_errors(run) -> pd.Series:
+    """|prediction − EF| per TEST video of a finished run (its predictions.csv)."""
+    predictions = pd.read_csv(pathlib.Path(run) / "predictions.csv").set_index("filename")
+    return (predictions["prediction"] - predictions["ef"]).abs()
+
+
+def top1_hits(run, window: float = TOP1_WINDOW) -> pd.Series:
+    """1.0 where the top-β prototype's label is within ±`window` EF points of the truth
+    (inclusive), else 0.0, per TEST video (predictions.csv); its mean is ``top1_label_within_10``."""
+    predictions = pd.read_csv(pathlib.Path(run) / "predictions.csv").set_index("filename")
+    return ((predictions["top1_label"] - predictions["ef"]).abs() <= window).astype(np.float64)
+
+
+def beta_mass_near_truth(run, window: float = LOCAL_WINDOW) -> pd.Series:
+    """Per TEST video, the β mass on prototypes whose label is within ±`window` EF points of
+    the truth (inclusive; test_attention.npz); its mean is ``beta_mass_within_10``."""
+    with np.load(pathlib.Path(run) / "test_attention.npz") as stored:
+        near = np.abs(stored["prototype_labels"][None, :] - stored["ef"][:, None]) <= window
+        return pd.Series((stored["weights"] * near).sum(axis=1), index=stored["filename"].astype(str))
+
+
+def iou_above_chance(table: pd.DataFrame) -> pd.Series:
+    """Per video of an IoU table, the mean over its rows (prototypes, ED and ES) of IoU −
+    q / (2 − q), q the LV's area fraction (`iou_summary`'s chance)."""
+    above = table["iou"] - table["lv_fraction"] / (2 - table["lv_fraction"])
+    return above.groupby(table["filename"]).mean()
+
+
 # --------------------------------------------------------------------------- localisation
 def iou_summary(table: pd.DataFrame) -> pd.DataFrame:
     """Per method and traced frame: mean, median and std of the IoU, rows, and ``chance``:
@@ -184,3 +215,21 @@ def pick_by_quantile(efs, levels: dict) -> dict:
         raise ValueError("pick_by_quantile: no EF values to pick from (an empty split?)")
     order = np.argsort(efs, kind="stable")
     return {name: int(order[int(round(q * (len(efs) - 1)))]) for name, q in levels.items()}
+
+
+def localization_summary(table: pd.DataFrame, by=("arm", "method")) -> pd.DataFrame:
+    """Per `by` and traced frame, the three localisation measures against their chance
+    levels, each a ratio of means (1 = chance): ``iou_over_chance`` (mean IoU ÷ mean
+    q / (2 − q)), ``mass_over_fraction`` (mean LV mass share ÷ mean LV fraction q) and
+    ``pointing_over_fraction`` (pointing-game hit rate ÷ mean q). With a ``seed`` column,
+    the ratios are taken per seed and then averaged over seeds (column ``seeds``)."""
+    table = table.assign(chance=table["lv_fraction"] / (2 - table["lv_fraction"]))
+    keys = [*by, "frame"]
+    per_seed = keys + (["seed"] if "seed" in table else [])
+    means = table.groupby(per_seed)[["iou", "chance", "lv_mass_share", "pointing_hit", "lv_fraction"]].mean()
+    ratios = pd.DataFrame({"iou_over_chance": means["iou"] / means["chance"],
+                           "mass_over_fraction": means["lv_mass_share"] / means["lv_fraction"],
+                           "pointing_over_fraction": means["pointing_hit"] / means["lv_fraction"]})
+    summary = ratios.groupby(keys).mean()
+    summary["seeds"] = ratios.groupby(keys).size()
+    return summary

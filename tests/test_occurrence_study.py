@@ -1,0 +1,69 @@
+"""Notebook 07's machinery (protoef.companion.occurrence_study, studies.occurrence_weight_runs,
+localization.matching_gradcam_layer) against values worked out by hand."""
+import math
+
+import pandas as pd
+import pytest
+import torch
+from scipy import stats
+
+from protoef.analysis.localization import matching_gradcam_layer
+from protoef.companion import notebook, occurrence_study, studies
+from protoef.model import BlackBoxRegressor
+
+
+def test_the_matching_gradcam_layer_has_the_maps_size():
+    # 32-pixel frames: the stem halves them (16), layer2, layer3 and layer4 halve again (8, 4, 2).
+    blackbox, clip = BlackBoxRegressor(backbone="r2plus1d_10"), torch.randn(1, 3, 8, 32, 32)
+    assert matching_gradcam_layer(blackbox, (4, 4), clip) == "layer3"  # output stride 8
+    assert matching_gradcam_layer(blackbox, (8, 8), clip) == "layer2"  # output stride 4
+    assert matching_gradcam_layer(blackbox, (2, 2), clip) == "layer4"
+    with pytest.raises(ValueError, match=r"no black-box block has \(3, 3\) maps"):
+        matching_gradcam_layer(blackbox, (3, 3), clip)
+
+
+def test_occurrence_weights_are_zero_the_papers_and_the_profiles_own():
+    own = notebook.config_for("demo").loss.occurrence
+    assert studies.PAPER_OCCURRENCE_WEIGHT == 1e-4
+    assert studies.occurrence_weights_for("demo") == ((0.0, 1e-4) if own == 1e-4 else (0.0, 1e-4, own))
+
+
+def test_occurrence_weight_runs_reuse_notebook_02s_runs_for_the_profiles_weight(monkeypatch):
+    planned = {}
+    monkeypatch.setattr(studies, "run_sweep", lambda profile, plan, **_: planned.update(plan) or plan)
+    own = notebook.config_for("demo").loss.occurrence
+    studies.occurrence_weight_runs("demo", (0.0, own), (0, 1), {})
+    assert planned[(own, 1)] == ("protoefnet-seed1", {"loss.occurrence": own, "seed": 1})
+    assert planned[(0.0, 0)] == ("occ0-seed0", {"loss.occurrence": 0.0, "seed": 0})
+    planned.clear()
+    studies.occurrence_weight_runs("demo", (own,), (0,), {"optim.epochs": 1})  # other budget: its own runs
+    assert planned[(own, 0)][0] == f"occ{own:g}-seed0"
+
+
+def iou_rows(arm, method, seed, ious):
+    return pd.DataFrame({"arm": arm, "method": method, "seed": seed, "filename": ["a", "a", "b", "b"],
+                         "iou": ious, "lv_fraction": [0.2, 0.5, 0.2, 0.5]})
+
+
+def test_occurrence_claims_on_hand_made_tables():
+    base = {0: [0.30, 0.40, 0.20, 0.50], 1: [0.10, 0.60, 0.35, 0.45]}
+    mine, zero, cam = (occurrence_study.arm_name(1e-3), occurrence_study.arm_name(0.0), occurrence_study.BLACKBOX_ARM)
+    iou = pd.concat([iou_rows(zero, "occurrence", s, v) for s, v in base.items()]
+                    + [iou_rows(mine, "occurrence", s, [x + 0.05 for x in v]) for s, v in base.items()]
+                    + [iou_rows(cam, "gradcam layer3", s, [x + 0.04 for x in v]) for s, v in base.items()])
+    runs = pd.DataFrame({"occurrence_weight": [1e-3, 1e-3, 0.0, 0.0], "seed": [0, 1, 0, 1], "mae": [4.0, 4.2, 4.0, 4.0]})
+    deletion = pd.DataFrame({"arm": mine, "filename": ["a", "a", "b"], "drop_top": [0.5, 0.7, 0.3],
+                             "drop_random": [0.1, 0.1, 0.05]})
+    randomization = pd.DataFrame({"step": [0, 0, 2, 2], "maps": "occurrence", "filename": ["a", "b", "a", "b"],
+                                  "randomized": ["x", "x", "x,y,z", "x,y,z"], "spearman": [0.9, 0.9, 0.2, 0.2]})
+    gain, lead, cost, faithful, sane = occurrence_study.occurrence_claims(iou, runs, deletion, randomization, chosen=1e-3,
+                                                                       layer="layer3")
+    # +0.05 IoU on every row (the chance level is shared): 0.05 in every paired replicate.
+    assert (gain.value, gain.low, gain.high) == pytest.approx((0.05, 0.05, 0.05)) and gain.verdict == "holds"
+    assert (lead.value, lead.low, lead.high) == pytest.approx((0.01, 0.01, 0.01)) and lead.verdict == "does not hold"
+    half = stats.t.ppf(0.975, 1) * math.sqrt(0.02) / math.sqrt(2)  # differences 0 and 0.2: sd √0.02
+    assert (cost.value, cost.low, cost.high) == pytest.approx((0.1, 0.1 - half, 0.1 + half))
+    assert cost.verdict == "inconclusive"
+    # per clip: a drops 0.6 vs 0.1, b 0.3 vs 0.05; full ratio (0.45 / 0.075) = 6, each clip 6 too
+    assert (faithful.value, faithful.low, faithful.high) == pytest.approx((6.0, 6.0, 6.0)) and faithful.verdict == "holds"
+    assert (sane.value, sane.low, sane.high) == pytest.approx((0.2, 0.2, 0.2)) and sane.verdict == "holds"  # step 2 only
