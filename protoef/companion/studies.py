@@ -126,13 +126,16 @@ def pas_weight_runs(profile: str, weights, seeds, overrides: dict, *, data=None,
 def occurrence_weight_runs(profile: str, weights, seeds, overrides: dict, *, data=None, executor="auto") -> dict:
     """ProtoEFNet per occurrence-loss weight (``loss.occurrence``) and seed: ``{(weight, seed):
     run directory}``. The profile's own weight with no overrides is notebook 02's run
-    (``protoefnet-seed{s}``), reused; other weights are ``occ{w}-seed{s}``."""
+    (``protoefnet-seed{s}``), reused; other weights are ``occ{w}-seed{s}``. The paper's weight
+    is run in the paper's form too (``loss.occurrence_share`` off), whatever the profile's form."""
     own = notebook.config_for(profile).loss.occurrence
     planned = {}
     for weight in weights:
         name = "protoefnet" if weight == own and not overrides else f"occ{weight:g}"
+        form = {"loss.occurrence_share": False} if weight == PAPER_OCCURRENCE_WEIGHT and weight != own else {}
         for seed in seeds:
-            planned[(weight, seed)] = (f"{name}-seed{seed}", {**overrides, "loss.occurrence": float(weight), "seed": seed})
+            planned[(weight, seed)] = (f"{name}-seed{seed}", {**overrides, "loss.occurrence": float(weight), **form,
+                                                              "seed": seed})
     return run_sweep(profile, planned, data=data, executor=executor)
 
 
