@@ -36,7 +36,10 @@ LOSS_RTOL = 0.02
 def setup(tmp_path_factory):
     root = synthetic.generate(tmp_path_factory.mktemp("bf16-data"), videos=16, seed=5, workers=1, progress=False)
     config = resolve("demo", {"data.root": str(root), "data.cache_dir": str(tmp_path_factory.mktemp("bf16-cache")),
-                              "device": "cpu", "model.weights": None})  # random weights, as measured
+                              "device": "cpu", "model.weights": None,  # random weights, as measured
+                              # The paper's strides and a fully trained backbone (the GPU setting
+                              # where bf16 runs): the tolerances below were measured at 4×4 maps.
+                              "model.output_stride": 8, "model.frozen_stages": 0, "data.background_dilation": 1})
     config.data.mean, config.data.std = 0.13, 0.19  # about the synthetic statistics; no need to measure them
     torch.manual_seed(0)
     model = build_model(config)

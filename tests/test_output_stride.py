@@ -28,7 +28,7 @@ def test_dilated_layer3_is_torchvision_layer3_on_a_finer_grid(name):
 def test_feature_size_follows_the_output_stride():
     config = resolve("smoke", {"model.output_stride": 4})
     assert feature_size(config) == (config.data.resize // 4,) * 2
-    assert feature_size(resolve("smoke")) == (config.data.resize // 8,) * 2
+    assert feature_size(resolve("smoke", {"model.output_stride": 8})) == (config.data.resize // 8,) * 2
     with pytest.raises(ValueError, match="model.output_stride"):
         resolve("smoke", {"model.output_stride": 2})
 
