@@ -334,6 +334,7 @@ def _predict_latency(quick: bool) -> dict:
 
     from protoef.config import resolve
     from protoef.analysis.inference import predict_videos
+    from protoef.data import video_path
     from protoef.training.build import build_model
 
     config = resolve("demo")
@@ -347,7 +348,7 @@ def _predict_latency(quick: bool) -> dict:
     if table is None:
         return {"skipped": "no synthetic data set"}
     names = table[table["Split"] == "TEST"]["FileName"].tolist()[: 8 if quick else 24]
-    paths = [root / "Videos" / f"{name}.avi" for name in names]
+    paths = [video_path(root, name) for name in names]
     predict_videos(model, config, paths[:2])  # warm-up
     start = time.perf_counter()
     frame = predict_videos(model, config, paths)

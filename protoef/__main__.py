@@ -101,6 +101,7 @@ def _train(args) -> int:
 def _evaluate(args) -> int:
     import json
 
+    from protoef.data import videos_per_batch
     from protoef.training.build import evaluation_dataset, load_run, make_loader
     from protoef.training.loops import evaluate
 
@@ -112,8 +113,9 @@ def _evaluate(args) -> int:
         raise ValueError(f"{dataset.root}: split {args.split.upper()} has no usable video ({len(dataset.skipped)} "
                          "skipped); nothing to evaluate. Choose --split TRAIN, VAL or TEST with videos (check-data lists them)")
     delta = config.loss.delta if config.model.kind == "protoefnet" else None
-    metrics, _ = evaluate(model, make_loader(dataset, config, batch_size=1 if dataset.clips != "deterministic" else None),
-                          delta=delta)
+    # The batches `fit` evaluated with: about data.batch_size clips each (data.clips.videos_per_batch).
+    loader = make_loader(dataset, config, batch_size=videos_per_batch(config.data.batch_size, dataset.clips))
+    metrics, _ = evaluate(model, loader, delta=delta)
     metrics = {"checkpoint": checkpoint, "split": args.split.upper(), **metrics}
     print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items()}, indent=2))
     return 0
@@ -123,6 +125,7 @@ def _predict(args) -> int:
     import pathlib
 
     from protoef.analysis.inference import other_files, predict_videos, training_reference, video_paths
+    from protoef.data.locations import VIDEO_SUFFIXES
     from protoef.training.build import load_run
     from protoef.training.runs import RunDir, data_set_files, enclosing_run
 
@@ -152,7 +155,8 @@ def _predict(args) -> int:
                       "choose a writable folder") from None
     skipped = other_files(args.videos)
     if skipped:
-        print(f"[predict] note: {len(skipped)} file(s) in {args.videos} are not .avi and are not predicted: "
+        print(f"[predict] note: {len(skipped)} file(s) in {args.videos} are not {' or '.join(VIDEO_SUFFIXES)} and "
+              "are not predicted: "
               + ", ".join(skipped[:10]) + (f" (+{len(skipped) - 10} more)" if len(skipped) > 10 else ""), file=sys.stderr)
     reference = training_reference(run_dir)
     if reference and "similarity" in reference and not checkpoint.endswith("(final, after the push)"):

@@ -17,8 +17,8 @@ visible (README, "Is the model interpretable?"):
   the top-3 β mass (issue 17: MSE alone is met by a β of any width with the right mean).
 - `far_pair_angle_degrees`: mean angle between prototypes whose labels are > Δl apart,
   the quantity PAS raises; compare with its value at initialisation.
-- `ef_range_summary`: per EF range (< 40, 40–50, ≥ 50) the MAE and how many distinct
-  prototypes serve that range as top-1.
+- `ef_range_summary`: per EF range (< 40, 40–50, ≥ 50) how many videos and how many
+  distinct prototypes serve that range as top-1 (its MAE is `metrics.range_mae`'s).
 - `loss_gradient_norms`: each weighted loss term's gradient norm on the prototypes and on
   the shared backbone features: which term actually drives training.
 
@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .metrics import EF_GROUPS, sparsity
+from .metrics import EF_RANGES, in_ef_range, sparsity
 
 __all__ = [
     "similarity_gap", "attention_summary", "top1_label_error", "pairwise_angles", "far_near_angles",
@@ -142,17 +142,16 @@ def top_prototypes(weights, labels, top: int = 3) -> dict[str, np.ndarray]:
     return columns
 
 
-def ef_range_summary(targets, predictions, weights) -> dict[str, float]:
-    """Per range of the true EF (metrics.EF_GROUPS): ``mae_<range>``, ``n_<range>`` and
-    ``prototypes_<range>``, the number of distinct top-1 prototypes among its videos."""
-    y, prediction, top1 = _numpy(targets), _numpy(predictions), _numpy(weights).argmax(axis=1)
-    summary: dict[str, float] = {}
-    for name, (low, high) in EF_GROUPS.items():
-        group = name.removeprefix("mae_")
-        inside = (y >= low) & (y < high)
-        summary[f"mae_{group}"] = float(np.abs(prediction[inside] - y[inside]).mean()) if inside.any() else math.nan
-        summary[f"n_{group}"] = int(inside.sum())
-        summary[f"prototypes_{group}"] = int(len(np.unique(top1[inside])))
+def ef_range_summary(targets, weights) -> dict[str, int]:
+    """Per range of the true EF (`metrics.EF_RANGES`): ``n_<range>``, its number of videos,
+    and ``prototypes_<range>``, the number of distinct top-1 prototypes among them. The
+    range's MAE, ``mae_<range>``, is `metrics.regression_metrics`' (one owner per key)."""
+    y, top1 = _numpy(targets), _numpy(weights).argmax(axis=1)
+    summary: dict[str, int] = {}
+    for name in EF_RANGES:
+        inside = in_ef_range(y, name)
+        summary[f"n_{name}"] = int(inside.sum())
+        summary[f"prototypes_{name}"] = int(len(np.unique(top1[inside])))
     return summary
 
 
@@ -164,7 +163,7 @@ def interpretability_summary(predictions: dict, labels, delta: float) -> dict[st
             **attention_summary(predictions["weights"]),
             **top1_label_error(predictions["weights"], labels, y),
             **beta_locality(predictions["weights"], labels, y),
-            **ef_range_summary(y, predictions["prediction"], predictions["weights"])}
+            **ef_range_summary(y, predictions["weights"])}
 
 
 def loss_gradient_norms(terms: dict[str, Tensor], loss_weights: dict[str, float], *,

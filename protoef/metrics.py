@@ -1,5 +1,5 @@
-"""Evaluation metrics (docs/method.md §6): regression and screening scores, prototype sparsity and
-diversity, and bootstrap confidence intervals.
+"""Evaluation metrics (docs/method.md §6): regression and screening scores (per EF range too),
+prototype sparsity and diversity, and the paired bootstrap of two models' difference.
 
 Everything takes array-likes (numpy arrays, lists or tensors) of per-video EF values in
 percent and returns plain Python floats / numpy arrays, ready for CSV/JSON.
@@ -13,8 +13,9 @@ from sklearn.metrics import f1_score, mean_absolute_error, mean_squared_error, r
 
 AUROC_THRESHOLDS = (35, 40, 45, 50)
 F1_THRESHOLDS = (40, 50)
-# Per-group MAE: [low, high) intervals of the true EF.
-EF_GROUPS = {"mae_lt40": (-np.inf, 40.0), "mae_40_50": (40.0, 50.0), "mae_ge50": (50.0, np.inf)}
+# Ranges of the true EF, [low, high): metrics.json reports ``mae_<range>`` here and
+# `diagnostics.ef_range_summary` ``n_<range>`` and ``prototypes_<range>``.
+EF_RANGES = {"lt40": (-np.inf, 40.0), "40_50": (40.0, 50.0), "ge50": (50.0, np.inf)}
 
 
 def _as_numpy(values) -> np.ndarray:
@@ -55,8 +56,16 @@ def auroc_below(y_true, y_pred, threshold: float = 40.0) -> float:
     return float(roc_auc_score(positive, -np.asarray(y_pred)))
 
 
-def _group_mae(y_true, y_pred, low: float, high: float) -> float:
-    inside = (y_true >= low) & (y_true < high)
+def in_ef_range(y_true, name: str) -> np.ndarray:
+    """Which videos' true EF lies in range ``name`` of `EF_RANGES` (bool, like ``y_true``)."""
+    low, high = EF_RANGES[name]
+    y_true = np.asarray(y_true)
+    return (y_true >= low) & (y_true < high)
+
+
+def range_mae(y_true, y_pred, name: str) -> float:
+    """MAE over the videos whose true EF lies in range ``name``; NaN when there are none."""
+    inside = in_ef_range(y_true, name)
     return mae(y_true[inside], y_pred[inside]) if inside.any() else float("nan")
 
 
@@ -64,8 +73,7 @@ SINGLE_METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
     "mae": mae, "rmse": rmse, "r2": r2,
     **{f"f1_{t}": (lambda yt, yp, t=t: f1_below(yt, yp, t)) for t in F1_THRESHOLDS},
     **{f"auroc_{t}": (lambda yt, yp, t=t: auroc_below(yt, yp, t)) for t in AUROC_THRESHOLDS},
-    **{name: (lambda yt, yp, lo=lo, hi=hi: _group_mae(yt, yp, lo, hi))
-       for name, (lo, hi) in EF_GROUPS.items()},
+    **{f"mae_{name}": (lambda yt, yp, name=name: range_mae(yt, yp, name)) for name in EF_RANGES},
 }
 
 
@@ -111,13 +119,13 @@ def diversity(weights, top: int = 5, min_fraction: float = 0.05) -> tuple[np.nda
     return counts, int((counts > min_fraction * num_samples).sum())
 
 
-# --------------------------------------------------------------------------- bootstrap
+# --------------------------------------------------------------------------- paired bootstrap
 
 class BootstrapResult(NamedTuple):
-    estimate: float  # the metric (or difference) on the full test set
+    estimate: float  # the difference of the metric on the full test set
     low: float       # percentile interval bounds
     high: float
-    p_value: float = float("nan")  # paired variant only: two-sided, H0 difference = 0
+    p_value: float = float("nan")  # two-sided, H0 difference = 0
 
 
 def _metric_fn(metric: str | Callable) -> Callable:
@@ -130,20 +138,6 @@ def _metric_fn(metric: str | Callable) -> Callable:
 
 def _resample_indices(size: int, n: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, size, size=(n, size))  # (n, size)
-
-
-def bootstrap_ci(y_true, y_pred, metric: str | Callable = "mae", n: int = 1000, seed: int = 0,
-                 alpha: float = 0.05) -> BootstrapResult:
-    """Percentile bootstrap (1 - alpha) interval of metric(y_true, y_pred) over videos.
-
-    `metric` is a name from SINGLE_METRICS or a callable (y_true, y_pred) -> float.
-    Resamples where the metric is undefined (NaN, e.g. a single-class AUROC) are skipped.
-    """
-    fn = _metric_fn(metric)
-    y_true, y_pred = _as_numpy(y_true).ravel(), _as_numpy(y_pred).ravel()
-    stats = np.array([fn(y_true[i], y_pred[i]) for i in _resample_indices(y_true.size, n, seed)])
-    low, high = np.nanquantile(stats, [alpha / 2, 1 - alpha / 2])
-    return BootstrapResult(float(fn(y_true, y_pred)), float(low), float(high))
 
 
 def bootstrap_paired_difference(y_true, y_pred_a, y_pred_b, metric: str | Callable = "mae",
@@ -167,7 +161,7 @@ def bootstrap_paired_difference(y_true, y_pred_a, y_pred_b, metric: str | Callab
 
 
 __all__ = [
-    "AUROC_THRESHOLDS", "BootstrapResult", "SINGLE_METRICS", "auroc_below", "bootstrap_ci",
-    "bootstrap_paired_difference", "diversity", "f1_below", "mae", "r2", "regression_metrics",
-    "rmse", "sparsity",
+    "AUROC_THRESHOLDS", "BootstrapResult", "EF_RANGES", "SINGLE_METRICS", "auroc_below",
+    "bootstrap_paired_difference", "diversity", "f1_below", "in_ef_range", "mae", "r2", "range_mae",
+    "regression_metrics", "rmse", "sparsity",
 ]

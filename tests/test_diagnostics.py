@@ -55,12 +55,24 @@ def test_far_pair_angle_hand_computed():
 
 def test_ef_range_summary_hand_computed():
     targets = [30.0, 35.0, 45.0, 60.0, 70.0]
-    predictions = [34.0, 33.0, 50.0, 61.0, 67.0]
     beta = np.eye(3)[[0, 0, 1, 1, 2]]  # top-1 prototypes 0, 0 | 1 | 1, 2
-    summary = ef_range_summary(targets, predictions, beta)
-    assert summary["mae_lt40"] == pytest.approx(3.0) and summary["n_lt40"] == 2 and summary["prototypes_lt40"] == 1
-    assert summary["mae_40_50"] == pytest.approx(5.0) and summary["n_40_50"] == 1 and summary["prototypes_40_50"] == 1
-    assert summary["mae_ge50"] == pytest.approx(2.0) and summary["n_ge50"] == 2 and summary["prototypes_ge50"] == 2
+    summary = ef_range_summary(targets, beta)
+    assert summary == {"n_lt40": 2, "prototypes_lt40": 1, "n_40_50": 1, "prototypes_40_50": 1,
+                       "n_ge50": 2, "prototypes_ge50": 2}  # the ranges' MAE is regression_metrics' alone
+
+
+def test_an_evaluation_gets_each_range_mae_from_one_place():
+    # metrics.json merges regression_metrics with interpretability_summary: no key may come from both.
+    from protoef.diagnostics import interpretability_summary
+    from protoef.metrics import regression_metrics
+
+    targets, predictions = np.array([30.0, 35.0, 45.0, 60.0, 70.0]), np.array([34.0, 33.0, 50.0, 61.0, 67.0])
+    beta = np.eye(3)[[0, 0, 1, 1, 2]]
+    regression = regression_metrics(targets, predictions)
+    diagnostics = interpretability_summary({"ef": targets, "prediction": predictions, "weights": beta,
+                                            "similarities": beta}, np.array([30.0, 50.0, 70.0]), 5.0)
+    assert not set(regression) & set(diagnostics)
+    assert (regression["mae_lt40"], regression["mae_40_50"], regression["mae_ge50"]) == (3.0, 5.0, 2.0)
 
 
 def test_loss_gradient_norms_match_hand_gradients():

@@ -194,7 +194,7 @@ def test_background_is_zero_on_the_lv_and_one_far_away(quirky_root):
 
 
 def test_clip_sampling_modes(quirky_root):
-    dataset = make(quirky_root, "TEST", clips="all")  # 150 frames, span 32 → 4 clips
+    dataset = make(quirky_root, "TEST", clips="tiles")  # 150 frames, span 32 → 4 clips
     levels = frame_levels(dataset.records[0].path)
     item = dataset[0]
     assert item["video"].shape == (4, 3, 32, SIZE, SIZE)
@@ -211,7 +211,7 @@ def test_clip_sampling_modes(quirky_root):
 
 
 def test_short_video_is_padded_with_black(quirky_root):
-    dataset = make(quirky_root, clips="all", mean=0.2, std=0.5, expect_warning=True)
+    dataset = make(quirky_root, clips="tiles", mean=0.2, std=0.5, expect_warning=True)
     item = dataset[dataset.filenames.index("0XSHORT.avi")]  # 20 frames, clips of 32
     levels = frame_levels(dataset.records[dataset.filenames.index("0XSHORT.avi")].path)
     assert item["video"].shape == (1, 3, 32, SIZE, SIZE)
@@ -259,7 +259,7 @@ def test_video_cache_round_trip(quirky_root, tmp_path):
     assert (plain.records[0].path, (32, 32)) not in cache  # another size is another entry
 
 
-@pytest.mark.parametrize("options", [dict(clips="random"), dict(clips="all"), dict(clips=2, period=3),
+@pytest.mark.parametrize("options", [dict(clips="random"), dict(clips="tiles"), dict(clips=2, period=3),
                                      dict(clips="deterministic", period=4), dict(clips="random", resize=32)])
 def test_selective_decode_gives_the_clips_of_a_full_decode(quirky_root, tmp_path, options):
     # Without a cache only the clip frames are decoded (read_frames); with one the whole
@@ -312,10 +312,10 @@ def test_mean_std_matches_numpy(quirky_root):
 
 
 def test_clip_starts_rules():
-    assert clip_starts(100, 32, "all") == [0, 32, 68]
-    assert clip_starts(64, 64, "all") == [0]
+    assert clip_starts(100, 32, "tiles") == [0, 32, 68]
+    assert clip_starts(64, 64, "tiles") == [0]
     assert clip_starts(65, 64, 10) == [1]  # one clip fits: aligned to the end
-    assert clip_starts(10, 64, "all") == [0]  # shorter than the span: padded
+    assert clip_starts(10, 64, "tiles") == [0]  # shorter than the span: padded
     assert clip_starts(1000, 64, 10) == [0, 64, 128, 192, 256, 320, 384, 448, 512, 936]
     with pytest.raises(ValueError):
         clip_starts(100, 32, "sometimes")
@@ -336,7 +336,7 @@ def test_sampler_balances_low_ef_in_expectation():
 
 
 def test_collate_clips_concatenates_variable_clip_counts(quirky_root):
-    dataset = make(quirky_root, ["VAL", "TEST"], clips="all")  # 90 frames → 2 clips, 150 → 4
+    dataset = make(quirky_root, ["VAL", "TEST"], clips="tiles")  # 90 frames → 2 clips, 150 → 4
     batch = collate_clips([dataset[0], dataset[1]])
     assert batch["video"].shape == (6, 3, 32, SIZE, SIZE)
     assert batch["num_clips"].tolist() == [2, 4]

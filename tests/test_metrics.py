@@ -6,8 +6,7 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from protoef.metrics import (bootstrap_ci, bootstrap_paired_difference, diversity, regression_metrics,
-                             sparsity)
+from protoef.metrics import bootstrap_paired_difference, diversity, regression_metrics, sparsity
 
 Y_TRUE = np.array([20, 33, 38, 40, 45, 50, 55, 62, 70, 36], dtype=float)
 Y_PRED = np.array([28, 30, 44, 37, 47, 52, 49, 60, 66, 41], dtype=float)
@@ -104,29 +103,14 @@ def test_diversity_hand_made_weights():
     assert counts.tolist() == [4] * 5 and div == 5
 
 
-# --------------------------------------------------------------------------- bootstrap
+# --------------------------------------------------------------------------- paired bootstrap
 
-def test_bootstrap_ci_constant_error_and_determinism():
-    rng = np.random.default_rng(0)
-    y_true = rng.uniform(20, 80, size=200)
-    result = bootstrap_ci(y_true, y_true + 2.0, "mae", n=200)
-    assert (result.estimate, result.low, result.high) == pytest.approx((2.0, 2.0, 2.0))
-    errors = rng.normal(0, 5, size=200)
-    a = bootstrap_ci(y_true, y_true + errors, "mae", n=300, seed=1)
-    b = bootstrap_ci(y_true, y_true + errors, lambda t, p: float(np.mean(np.abs(t - p))), n=300, seed=1)
-    assert a[:3] == pytest.approx(b[:3])
-    assert a.low < a.estimate < a.high
-    # Width close to the normal approximation 2 * 1.96 * sd / sqrt(n).
-    normal_width = 2 * 1.96 * np.abs(errors).std() / np.sqrt(200)
-    assert a.high - a.low == pytest.approx(normal_width, rel=0.25)
-    with pytest.raises(ValueError, match="unknown metric"):
-        bootstrap_ci(y_true, y_true, "accuracy")
-
-
-def test_bootstrap_skips_undefined_resamples():
+def test_paired_bootstrap_refuses_an_unknown_metric_and_skips_undefined_resamples():
     y_true = np.array([30.0] + [60.0] * 19)  # most resamples keep the single positive, some lose it
-    result = bootstrap_ci(y_true, y_true, "auroc_40", n=200)
-    assert result.estimate == 1.0 and result.low == 1.0 and result.high == 1.0
+    with pytest.raises(ValueError, match="unknown metric"):
+        bootstrap_paired_difference(y_true, y_true, y_true, "accuracy")
+    result = bootstrap_paired_difference(y_true, y_true, y_true + 1.0, "auroc_40", n=200)
+    assert (result.estimate, result.low, result.high) == (0.0, 0.0, 0.0)  # NaN resamples dropped, not propagated
 
 
 def test_paired_difference():

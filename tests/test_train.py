@@ -190,9 +190,14 @@ def test_predict_cli_on_a_synthetic_avi(finished_run, cache, tmp_path):
     assert cli(["predict", str(finished_run), str(bad), "--out", str(tmp_path / "bad"), "--no-figures"]) == 1
 
 
-def test_predict_cli_draws_one_explanation_per_video(finished_run, cache, tmp_path):
+def test_predict_cli_draws_one_explanation_per_video(finished_run, cache, tmp_path, monkeypatch):
     from PIL import Image
 
+    from protoef.analysis import inference
+
+    decoded = []  # predict decodes each video once: the explanation reuses its first clip
+    original = inference.read_video
+    monkeypatch.setattr(inference, "read_video", lambda path, *a, **k: decoded.append(path) or original(path, *a, **k))
     root = data_root(smoke(cache))
     videos = sorted((root / "Videos").glob("*.avi"))[:2]
     folder = tmp_path / "videos"
@@ -202,6 +207,7 @@ def test_predict_cli_draws_one_explanation_per_video(finished_run, cache, tmp_pa
     assert cli(["predict", str(finished_run), str(folder), "--out", str(tmp_path / "out")]) == 0
     table = pd.read_csv(tmp_path / "out" / "predictions.csv")
     assert sorted(table["filename"]) == [video.name for video in videos]
+    assert sorted(pathlib.Path(path).name for path in decoded) == [video.name for video in videos]
     for video in videos:
         with Image.open(tmp_path / "out" / f"{video.stem}.png") as image:  # a real PNG, not an empty file
             assert image.format == "PNG" and image.size[0] > 200 and image.size[1] > 100
@@ -209,7 +215,7 @@ def test_predict_cli_draws_one_explanation_per_video(finished_run, cache, tmp_pa
 
 def test_evaluate_cli_reproduces_the_runs_own_test_metrics(finished_run, capsys):
     # An independent path to the same numbers: the CLI builds its own TEST set and loader
-    # (batch 1) from the stored config; the run evaluated in batches during `fit`.
+    # from the stored config (batches of `videos_per_batch`, as `fit`'s).
     capsys.readouterr()
     assert cli(["evaluate", str(finished_run), "--split", "TEST"]) == 0
     printed = json.loads(capsys.readouterr().out)

@@ -10,6 +10,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from ..data.clips import average_clips
 from ..diagnostics import pairwise_angles
 from ..model import ProtoEFNet, eval_mode
 
@@ -37,8 +38,7 @@ def pooled_features(model: ProtoEFNet, loader, *, device=None) -> PooledFeatures
             f, w = output.features.float().cpu(), output.weights.float().cpu()
             if "num_clips" in batch:  # (ΣK, …) → per video
                 counts = batch["num_clips"].tolist()
-                f = torch.stack([part.mean(0) for part in f.split(counts)])
-                w = torch.stack([part.mean(0) for part in w.split(counts)])
+                f, w = average_clips(f, counts), average_clips(w, counts)
             features.append(f.numpy())
             weights.append(w.numpy())
             efs.append(torch.as_tensor(batch["ef"]).double().numpy())

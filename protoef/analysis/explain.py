@@ -4,7 +4,8 @@ embeddings in `protoef.embeddings`.
 
 Conventions
 - A clip is ``clip_length`` frames taken every ``period`` frames from ``clip_start``, zero
-  padded past the end of the video: the EchoNet data set's own semantics.
+  padded past the end of the video, cut and normalised by `protoef.data.clips` (the data
+  set's and `predict`'s own code, not a copy of it).
 - The T' time slots of a map split the clip into equal consecutive segments (slot s covers
   clip frames [s·T/T', (s+1)·T/T')), as `F.interpolate(..., align_corners=False)` assumes.
 """
@@ -22,7 +23,9 @@ from torch import Tensor
 
 from . import plots
 from .plots import overlay
-from ..data.echonet import EchoNet, gather_clips, normalise_clips
+from ..data import clips as clip_pipeline
+from ..data.echonet import EchoNet
+from ..data.locations import video_path
 from ..data.video import read_video
 from ..model import ProtoEFNet, eval_mode
 from ..training import runs
@@ -49,16 +52,16 @@ def upsample_maps(occurrence_maps, size):
 
 def take_clip(frames: np.ndarray, clip_start: int, clip_length: int, period: int) -> np.ndarray:
     """(F, H, W) → (T, H, W): frames clip_start + k·period, black past the end of the video."""
-    return gather_clips(frames, [int(clip_start)], clip_length, int(period))[0].numpy()
+    return clip_pipeline.gather_clips(frames, [int(clip_start)], clip_length, int(period))[0].numpy()
 
 
 def _video(dataset, filename: str) -> np.ndarray:
     """Whole video (F, H, W) uint8 at the data set's size; files of other splits of the same
-    root are read from ``root/Videos``."""
+    root are read from its video folder (`protoef.data.locations.video_path`)."""
     names = {name: i for i, name in enumerate(dataset.filenames)}
     if filename in names:
         return dataset.frames(names[filename])
-    return read_video(pathlib.Path(dataset.root) / "Videos" / filename, dataset.size)
+    return read_video(video_path(dataset.root, filename), dataset.size)
 
 
 def clip_frames(dataset, filename: str, clip_start: int, *, clip_length: int | None = None,
@@ -70,9 +73,10 @@ def clip_frames(dataset, filename: str, clip_start: int, *, clip_length: int | N
 
 
 def model_input(frames: np.ndarray, dataset) -> Tensor:
-    """uint8 (T, H, W) → the model input (3, T, H, W), as EchoNet.__getitem__ builds it."""
-    clip = torch.from_numpy(np.ascontiguousarray(frames))[None].float() / 255.0  # (1, T, H, W)
-    return normalise_clips(clip, dataset.mean, dataset.std)[0]
+    """uint8 (T, H, W) → the model input (3, T, H, W) with the data set's mean and std:
+    `protoef.data.clips.model_input`, the steps of EchoNet.__getitem__ without augmentation."""
+    clip = torch.from_numpy(np.ascontiguousarray(frames))[None]  # (1, T, H, W) uint8
+    return clip_pipeline.model_input(clip, dataset.mean, dataset.std)[0]
 
 
 # --------------------------------------------------------------------------- prototype gallery
@@ -195,7 +199,7 @@ def _source_frames(source, filename: str, start: int, length: int, period: int, 
             return None
         if hasattr(source, "filenames"):  # an EchoNet data set over the prototypes' root
             return clip_frames(source, filename, start, clip_length=length, period=period)
-        return take_clip(read_video(pathlib.Path(source) / "Videos" / filename, size), start, length, period)
+        return take_clip(read_video(video_path(source, filename), size), start, length, period)
     except Exception as error:  # noqa: BLE001 - show the map alone
         log.warning("prototype source clip %s unavailable: %s", filename, error)
         return None

@@ -1,9 +1,9 @@
 """Predict EF for your own echo videos with a trained run (``python -m protoef predict``).
 
-Each video is decoded, resized and normalised exactly as the run's test split was (same
-clip length, period, frame size, mean/std, up to ``data.test_clips`` non-overlapping
-clips, predictions and β averaged over clips), so a result here is comparable with the
-run's test metrics. For ProtoEFNet each row also names the top prototypes, their EF
+Each video is decoded once, resized and normalised exactly as the run's test split was (the
+same `ClipSpec`: clip length, period and up to ``data.test_clips`` non-overlapping clips;
+the same frame size and mean/std; predictions and β averaged over clips by
+`average_clips`), so a result here is comparable with the run's test metrics. For ProtoEFNet each row also names the top prototypes, their EF
 labels, β and the real training clip each prototype was pushed onto.
 
 Nothing is predicted silently from input unlike the training data. Each row carries the
@@ -23,19 +23,19 @@ from __future__ import annotations
 import logging
 import pathlib
 
-import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
 from ..config import Config
 from ..diagnostics import top_prototypes
+from ..data import (ClipSpec, VideoReadError, average_clips, intensity_statistics, model_input, probe_video,
+                    read_video)
+from ..data.locations import VIDEO_SUFFIXES, is_video, list_videos
 from ..training import runs
-from ..data import minimum_frames as data_minimum_frames
-from ..data import VideoReadError, clip_starts, intensity_statistics, gather_clips, normalise_clips, probe_video, read_video
 
-__all__ = ["video_paths", "other_files", "load_video_clips", "predict_videos", "minimum_frames", "training_reference", "video_warnings",
-           "similarity_warning"]
+__all__ = ["video_paths", "other_files", "predict_clip_spec", "predict_videos", "minimum_frames", "training_reference",
+           "video_warnings", "similarity_warning"]
 
 # Relative tolerance of the aspect-ratio and frame-rate comparisons with the training videos
 # (container rounding, a pixel of cropping).
@@ -47,14 +47,16 @@ log = logging.getLogger(__name__)
 
 
 def video_paths(target) -> list[pathlib.Path]:
-    """One AVI, or every ``*.avi`` in a folder (sorted)."""
+    """One video file, or every video in a folder (sorted; `protoef.data.locations.list_videos`)."""
     target = pathlib.Path(target)
+    suffixes = " or ".join(VIDEO_SUFFIXES)
     if target.is_dir():
-        paths = sorted(p for p in target.iterdir() if p.suffix.lower() == ".avi")
+        paths = list_videos(target)
         if not paths:
             others = sorted(p.name for p in target.iterdir() if p.is_file())
-            listed = f" (it holds {', '.join(others[:5])}{' ...' if len(others) > 5 else ''}: convert them to AVI)" if others else ""
-            raise FileNotFoundError(f"{target}: no .avi file in this folder{listed}")
+            listed = (f" (it holds {', '.join(others[:5])}{' ...' if len(others) > 5 else ''}: convert them to "
+                      f"{suffixes})") if others else ""
+            raise FileNotFoundError(f"{target}: no {suffixes} file in this folder{listed}")
         return paths
     if not target.is_file():
         raise FileNotFoundError(f"{target}: no such video file or folder")
@@ -62,18 +64,25 @@ def video_paths(target) -> list[pathlib.Path]:
 
 
 def other_files(target) -> list[str]:
-    """The names of the files in a folder that `video_paths` does not take (not ``.avi``),
+    """The names of the files in a folder that `video_paths` does not take (no video suffix),
     so that ``predict`` can say what it left out; [] for a single file."""
     target = pathlib.Path(target)
     if not target.is_dir():
         return []
-    return sorted(p.name for p in target.iterdir() if p.is_file() and p.suffix.lower() != ".avi")
+    return sorted(p.name for p in target.iterdir() if p.is_file() and not is_video(p))
+
+
+def predict_clip_spec(config: Config) -> ClipSpec:
+    """The clips a run's TEST split cuts (`training.build.split_dataset` with
+    ``data.test_clips``): what `predict` cuts from a new video."""
+    d = config.data
+    return ClipSpec(d.clip_length, d.period, d.test_clips)
 
 
 def minimum_frames(config: Config) -> int:
     """The fewest frames a video needs for a prediction: half of a clip's sampled frames
     must be real video, not black padding."""
-    return data_minimum_frames(config.data.clip_length, config.data.period)  # the rule the data sets apply
+    return predict_clip_spec(config).minimum_frames  # the rule the data sets apply
 
 
 def training_reference(run_dir) -> dict | None:
@@ -150,20 +159,6 @@ def _range(values, spec: str) -> str:
     return f"{low:{spec}}" if low == high else f"{low:{spec}}-{high:{spec}}"
 
 
-def load_video_clips(path, config: Config) -> tuple[torch.Tensor, list[int]]:
-    """Model input (K, 3, T, H, W) and clip starts for one video, as the test split does it."""
-    d = config.data
-    frames = read_video(path, (d.resize, d.resize))  # (F, H, W) uint8
-    return _clips_of(frames, config)
-
-
-def _clips_of(frames: np.ndarray, config: Config) -> tuple[torch.Tensor, list[int]]:
-    d = config.data
-    starts = clip_starts(len(frames), d.clip_length * d.period, d.test_clips)
-    clips = gather_clips(frames, starts, d.clip_length, d.period).float().div_(255.0)
-    return normalise_clips(clips, d.mean, d.std), starts
-
-
 @torch.no_grad()
 def predict_videos(model, config: Config, paths, *, explain_dir=None, prototype_dir=None,
                    reference: dict | None = None) -> pd.DataFrame:
@@ -178,6 +173,7 @@ def predict_videos(model, config: Config, paths, *, explain_dir=None, prototype_
     if config.data.mean is None or config.data.std is None:
         raise ValueError("the run's config has no data.mean/std; was it written by protoef.training.lifecycle.fit?")
     device = next(model.parameters()).device
+    spec = predict_clip_spec(config)
     prototypes = _prototype_table(prototype_dir)
     rows = []
     for path in tqdm(list(paths), desc="predict", dynamic_ncols=True):
@@ -198,14 +194,17 @@ def predict_videos(model, config: Config, paths, *, explain_dir=None, prototype_
             log.warning("skipping %s", error)
             rows.append({**row, "error": error})
             continue
-        video, starts = _clips_of(frames, config)
+        clips, starts = spec.cut(frames)  # uint8 (K, T, H, W)
+        video = model_input(clips, config.data.mean, config.data.std)  # (K, 3, T, H, W)
         output = model(video.to(device))
         row["num_clips"] = len(starts)
-        row["prediction"] = float(output.ef.mean())
-        if "weights" not in output.per_clip():  # a model without prototypes has nothing more to say
+        counts = [len(starts)]  # one video: its K clips
+        per_clip = output.per_clip()
+        row["prediction"] = float(average_clips(per_clip["prediction"], counts)[0])
+        if "weights" not in per_clip:  # a model without prototypes has nothing more to say
             rows.append(row)
             continue
-        weights = output.weights.mean(0).cpu().numpy()  # (P,) averaged over clips
+        weights = average_clips(per_clip["weights"], counts)[0].cpu().numpy()  # (P,)
         row["max_similarity"] = float(output.similarities.amax())
         similarity = similarity_warning(row["max_similarity"], reference)
         row["similarity_unlike_training"] = similarity["similarity_unlike_training"]
@@ -220,7 +219,7 @@ def predict_videos(model, config: Config, paths, *, explain_dir=None, prototype_
                 row[f"top{rank}_source"] = prototypes.loc[j, "source_filename"]
         rows.append(row)
         if explain_dir is not None:
-            _save_explanation(model, video, starts, path, explain_dir, prototype_dir, config)
+            _save_explanation(model, video, clips[0].numpy(), starts[0], path, explain_dir, prototype_dir, config)
     table = pd.DataFrame(rows)
     first = [column for column in ("filename", "prediction", "error", "warnings") if column in table]
     return table[first + [column for column in table if column not in first]]
@@ -233,16 +232,16 @@ def _prototype_table(prototype_dir):
     return pd.read_csv(run.prototypes_table_file).set_index("prototype") if run.has_prototypes else None
 
 
-def _save_explanation(model, video, starts, path, explain_dir, prototype_dir, config) -> None:
-    """One PNG: the video's first clip with the maps of its top prototypes, beside each
-    prototype's source training clip (read from the run's data root when it is present)."""
+def _save_explanation(model, video, first_clip, first_start, path, explain_dir, prototype_dir, config) -> None:
+    """One PNG: the video's first clip (model input ``video[0]``, its uint8 frames
+    ``first_clip`` (T, H, W), cut by `predict_videos`: the video is not decoded again) with
+    the maps of its top prototypes, beside each prototype's source training clip (read from
+    the run's data root when it is present)."""
     try:  # a figure problem must not lose the predictions
         from .explain import explain_clip, plot_local_explanation
         from .plots import save_figure
 
-        frames = read_video(path, (config.data.resize, config.data.resize))
-        first_clip = gather_clips(frames, starts[:1], config.data.clip_length, config.data.period)[0].numpy()
-        explanation = explain_clip(model, video[0], frames=first_clip, clip_start=starts[0], period=config.data.period)
+        explanation = explain_clip(model, video[0], frames=first_clip, clip_start=first_start, period=config.data.period)
         explanation["filename"] = pathlib.Path(path).name
         source = _training_root(config)
         run_dir = runs.RunDir.containing(prototype_dir) if prototype_dir is not None else None

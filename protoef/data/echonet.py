@@ -1,13 +1,15 @@
-"""The EchoNet-Dynamic data set: ``FileList.csv`` + ``VolumeTracings.csv`` + ``Videos/*.avi``.
+"""The EchoNet-Dynamic data set: ``FileList.csv`` + ``VolumeTracings.csv`` + the videos in
+``Videos/`` (`protoef.data.locations`).
 
-Clip semantics (docs/method.md §5). A clip is ``clip_length`` frames taken every ``period`` frames,
-so it spans ``clip_length·period`` frames of the video.
+Clip semantics (docs/method.md §5; `protoef.data.clips`, the one definition). A clip is
+``clip_length`` frames taken every ``period`` frames, so it spans ``clip_length·period`` frames.
 
 - ``clips="random"``: one clip with a uniformly random start (training);
 - ``clips="deterministic"``: one clip starting at frame 0 (validation; same every epoch);
-- ``clips=N`` (int): up to N non-overlapping clips, starts 0, s, 2s, … and the last one
-  aligned to the end of the video (s = the span); ``clips="all"``: every such clip.
-  The video tensor then has a leading clip dimension, (K, 3, T, H, W);
+- ``clips="tiles"``: non-overlapping clips at 0, s, 2s, … with the last one aligned to the
+  end of the video (s = the span); ``clips=N`` (int): at most N of them. The video tensor
+  then has a leading clip dimension, (K, 3, T, H, W). (EchoNet-Dynamic's ``clips="all"``,
+  every start at stride 1, is not offered; ``"all"`` is refused with a pointer to ``"tiles"``.)
 - a video shorter than one span is zero-padded at the end (black after normalisation).
 
 Robustness: real files contain quirks. Each is either handled (documented below) or the
@@ -28,60 +30,20 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset, WeightedRandomSampler
 
+from .clips import ClipSpec, normalise_clips
 from .filelist import SPLITS, DataError, Tracings, read_file_list, read_volume_tracings, unassigned_rows
+from .locations import video_folder, video_path
 from .tracings import background_mask, trace_mask, tracing_outside_frame, tracing_problem
 from .video import (TruncatedVideoError, VideoCache, VideoReadError, intensity_statistics, probe_video, read_frames,
                     read_video)
 
 __all__ = [
     "EchoNet",
-    "clip_starts",
-    "minimum_frames",
     "compute_mean_std",
-    "gather_clips",
-    "normalise_clips",
     "oversampling_sampler",
-    "collate_clips",
 ]
 
 log = logging.getLogger(__name__)
-
-
-def minimum_frames(clip_length: int, period: int) -> int:
-    """The fewest frames a video needs to be used (trained on, evaluated or predicted):
-    half of a clip's sampled frames must be real video, not black padding."""
-    return (-(-int(clip_length) // 2) - 1) * int(period) + 1
-
-
-def clip_starts(num_frames: int, span: int, clips, *, generator: torch.Generator | None = None) -> list[int]:
-    """Start frames of the clips of a ``num_frames`` video (see the module docstring)."""
-    last = max(num_frames - span, 0)  # short videos: one clip at 0, padded
-    if clips == "random":
-        return [int(torch.randint(0, last + 1, (1,), generator=generator))]
-    if clips == "deterministic":
-        return [0]
-    if clips == "all" or (isinstance(clips, int) and not isinstance(clips, bool) and clips >= 1):
-        count = max(1, num_frames // span)
-        if clips != "all":
-            count = min(count, clips)
-        # count·span <= num_frames, so the end-aligned last clip cannot overlap the others.
-        return [index * span for index in range(count - 1)] + [last]
-    raise ValueError(f"clips must be 'random', 'deterministic', 'all' or a positive int, got {clips!r}")
-
-
-def gather_clips(frames: np.ndarray, starts, clip_length: int, period: int = 1) -> torch.Tensor:
-    """uint8 clips (K, T, H, W) of a (F, H, W) video; frames past the end are black (0)."""
-    offsets = np.arange(clip_length) * period
-    needed = max(int(start) for start in starts) + int(offsets[-1]) + 1
-    if len(frames) < needed:  # zero-pad at the end: black, whatever the normalisation
-        frames = np.concatenate([frames, np.zeros((needed - len(frames), *frames.shape[1:]), dtype=frames.dtype)])
-    return torch.from_numpy(np.stack([frames[start + offsets] for start in starts]))
-
-
-def normalise_clips(clips: torch.Tensor, mean: float, std: float) -> torch.Tensor:
-    """(K, T, H, W) on the [0, 1] scale → normalised model input (K, 3, T, H, W)."""
-    clips = (clips - mean) / std
-    return clips.unsqueeze(1).expand(-1, 3, -1, -1, -1).contiguous()
 
 
 def _pair(size) -> tuple[int, int]:
@@ -112,6 +74,8 @@ class EchoNet(Dataset):
 
     Args:
         root: directory holding FileList.csv, VolumeTracings.csv, Videos/.
+        clip_length, period, clips: the clips of an item (module docstring); also as
+            ``dataset.clip_spec``, the `ClipSpec` that `predict` and the explanations reuse.
         split: "TRAIN", "VAL", "TEST" (any case), "ALL", or a list of them.
         mean, std: normalisation on the [0, 1] scale; None computes them on a sample of
             the TRAIN split (`compute_mean_std`). Give them explicitly to save that pass.
@@ -150,7 +114,7 @@ class EchoNet(Dataset):
     ):
         self.root = pathlib.Path(root)
         self.clip_length, self.period, self.clips = int(clip_length), int(period), clips
-        clip_starts(self.clip_length * self.period, self.clip_length * self.period, clips)  # validates
+        self.clip_spec = ClipSpec(self.clip_length, self.period, clips)  # validates the mode
         self.size = _pair(resize)
         self.with_masks, self.feature_size = with_masks, _pair(feature_size)
         self.background_dilation = int(background_dilation)
@@ -170,9 +134,9 @@ class EchoNet(Dataset):
             raise ValueError(f"unknown split(s) {sorted(unknown)}; use TRAIN, VAL, TEST or ALL")
 
         table = read_file_list(self.root)
-        if len(table) and not (self.root / "Videos").is_dir():
-            raise DataError(f"{self.root / 'Videos'}: no such folder; an EchoNet-Dynamic root holds the videos named in "
-                            "FileList.csv in Videos/ (see README, 'Data')")
+        if len(table) and not video_folder(self.root).is_dir():
+            raise DataError(f"{video_folder(self.root)}: no such folder; an EchoNet-Dynamic root holds the videos named "
+                            f"in FileList.csv in {video_folder(self.root).name}/ (see README, 'Data')")
         percent = bool((table["EF"] > 1.0).any())  # the file's EF are percentages (fractions are refused)
         self.unassigned = unassigned_rows(table)
         table = table[table["Split"].isin(splits) & table["FileName"].str.strip().ne("")]  # no FileName: unassigned
@@ -235,7 +199,7 @@ class EchoNet(Dataset):
     def _inspect(self, item, *, tracings: dict, verify: bool):
         """(record, None) for a usable video, (None, (filename, reason)) for one to skip."""
         filename, ef = item
-        path = self.root / "Videos" / filename
+        path = video_path(self.root, filename)
         traced = sorted(tracings.get(filename, {}))
         try:
             info = probe_video(path, check_end=True) if verify else None
@@ -248,7 +212,7 @@ class EchoNet(Dataset):
             return None, (filename, f"unreadable video: {error}")
         if info is None and not path.is_file():
             return None, (filename, f"video file missing: {path}")
-        needed = minimum_frames(self.clip_length, self.period)
+        needed = self.clip_spec.minimum_frames
         if info is not None and info.num_frames < needed:  # the rule `predict` applies (one rule for all)
             return None, (filename, f"too short: {info.num_frames} frame(s); the clips take {self.clip_length} frames "
                                     f"every {self.period}, and at least half of them must be real video, i.e. "
@@ -266,7 +230,7 @@ class EchoNet(Dataset):
 
     def _skip(self, filename: str, reason: str) -> None:
         if self.strict:
-            raise DataError(f"{self.root / 'Videos' / filename}: {reason}")
+            raise DataError(f"{video_path(self.root, filename)}: {reason}")
         self.skipped.append((filename, reason))
 
     def _usable_tracings(self, filename: str, frames: dict[int, np.ndarray]) -> bool:
@@ -340,16 +304,14 @@ class EchoNet(Dataset):
         With the decoded cache the whole video is read (and cached); without it only the
         clip's frames are decoded (`read_frames`): same clips, a fraction of the decode.
         """
-        span = self.clip_length * self.period
+        spec = self.clip_spec
         if self.cache is not None:
-            frames = self.frames(index)  # (F, H, W) uint8
-            starts = clip_starts(len(frames), span, self.clips)
-            return gather_clips(frames, starts, self.clip_length, self.period), starts
+            return spec.cut(self.frames(index))  # the whole (F, H, W) uint8 video, cached
         chosen: list[int] = []
 
         def select(num_frames: int) -> np.ndarray:
-            chosen[:] = clip_starts(num_frames, span, self.clips)
-            return (np.asarray(chosen)[:, None] + np.arange(self.clip_length) * self.period).ravel()  # (K·T,)
+            chosen[:] = spec.starts(num_frames)
+            return spec.frame_indices(chosen)  # (K·T,)
 
         frames = read_frames(self.records[index].path, select, self.size)  # (K·T, H, W)
         return torch.from_numpy(frames.reshape(len(chosen), self.clip_length, *frames.shape[1:])), list(chosen)
@@ -374,7 +336,7 @@ class EchoNet(Dataset):
                     mask = torch.from_numpy(masks[key])[None].float()
                     masks[key] = TF.rotate(mask, angle, TF.InterpolationMode.NEAREST)[0].bool().numpy()
         video = normalise_clips(video, self.mean, self.std)  # (K, 3, T, H, W)
-        item["video"] = video if self._multi_clip else video[0]
+        item["video"] = video if self.clip_spec.multi_clip else video[0]
         if masks is not None:
             lv_mask = masks["ed_mask"] | masks["es_mask"]
             item.update(
@@ -386,20 +348,6 @@ class EchoNet(Dataset):
                 es_frame=masks["es_frame"],
             )
         return item
-
-    @property
-    def _multi_clip(self) -> bool:
-        return self.clips not in ("random", "deterministic")
-
-
-def collate_clips(items: list[dict]) -> dict:
-    """Batch multi-clip items: ``video`` (ΣK, 3, T, H, W) plus ``num_clips`` (N,) to average
-    per-video predictions back; the other fields are batched as the default collate does."""
-    batch = torch.utils.data.default_collate([{k: v for k, v in item.items() if k not in ("video", "clip_starts")} for item in items])
-    batch["video"] = torch.cat([item["video"] for item in items])
-    batch["num_clips"] = torch.tensor([len(item["video"]) for item in items])
-    batch["clip_starts"] = [item["clip_starts"] for item in items]
-    return batch
 
 
 @functools.lru_cache(maxsize=8)

@@ -8,6 +8,8 @@ import pathlib
 import numpy as np
 import pandas as pd
 
+from .locations import VIDEO_FOLDER, video_filename
+
 __all__ = ["SPLITS", "DataError", "Tracings", "read_file_list", "read_volume_tracings", "unassigned_rows"]
 
 SPLITS = ("TRAIN", "VAL", "TEST")
@@ -23,7 +25,7 @@ def _read_csv(path: pathlib.Path, required: set[str]) -> pd.DataFrame:
     if not path.is_file():
         raise DataError(
             f"{path}: not found. An EchoNet-Dynamic root holds FileList.csv, "
-            "VolumeTracings.csv and Videos/*.avi (see README, 'Data')."
+            f"VolumeTracings.csv and the videos in {VIDEO_FOLDER}/ (see README, 'Data')."
         )
     try:
         table = pd.read_csv(path, skipinitialspace=True)  # CRLF line endings are handled by pandas
@@ -54,13 +56,9 @@ def _header(path: pathlib.Path) -> list[str]:
         return [name.strip() for name in next(csv.reader(file), [])]
 
 
-def _with_avi(name: str) -> str:
-    name = str(name).strip()
-    return name if name.lower().endswith(".avi") else f"{name}.avi"
-
-
 def read_file_list(root) -> pd.DataFrame:
-    """``FileList.csv`` with a normalised ``filename`` (always ``.avi``), upper-case ``Split``
+    """``FileList.csv`` with a normalised ``filename`` (the file name in ``Videos/``: a FileName
+    without a suffix gets ``.avi``, one with a suffix is kept; `video_filename`), upper-case ``Split``
     (blank where missing) and numeric ``EF`` (NaN where missing or not a number). Extra
     columns are kept.
 
@@ -72,14 +70,14 @@ def read_file_list(root) -> pd.DataFrame:
     path = pathlib.Path(root) / "FileList.csv"
     table = _read_csv(path, {"FileName", "EF", "Split"})
     table["FileName"] = table["FileName"].fillna("").astype(str)
-    table["filename"] = table["FileName"].map(_with_avi)
+    table["filename"] = table["FileName"].map(video_filename)
     table["Split"] = table["Split"].fillna("").astype(str).str.strip().str.upper()
     table["EF_text"] = table["EF"].astype(str).str.strip()  # as written, for the skip reasons
     table["EF"] = pd.to_numeric(table["EF"], errors="coerce")
     outside = [name for name in table["FileName"].str.strip() if _escapes_videos(name)]
     if outside:
-        raise DataError(f"{path}: FileName(s) {outside[:5]} point outside Videos/ (absolute or with '..'); a FileName "
-                        "names a file inside Videos/, e.g. 0X1A2B3C4D5E6F7A8B")
+        raise DataError(f"{path}: FileName(s) {outside[:5]} point outside {VIDEO_FOLDER}/ (absolute or with '..'); "
+                        f"a FileName names a file inside {VIDEO_FOLDER}/, e.g. 0X1A2B3C4D5E6F7A8B")
     assigned = table[table["Split"].isin(SPLITS)]
     splits = assigned.groupby("filename")["Split"].unique()
     leaked = splits[splits.map(len) > 1]
@@ -109,17 +107,18 @@ def unassigned_rows(table: pd.DataFrame) -> list[tuple[str, str]]:
         if not name:
             rows.append((f"(row {line})", "no FileName in FileList.csv; the row names no video"))
         elif not split:
-            rows.append((_with_avi(name), f"blank Split in FileList.csv (row {line}); the video belongs to no split"))
+            rows.append((video_filename(name), f"blank Split in FileList.csv (row {line}); the video belongs to no split"))
         elif split not in SPLITS:
-            rows.append((_with_avi(name), f"Split {split!r} in FileList.csv (row {line}) is not TRAIN, VAL or TEST; "
+            rows.append((video_filename(name), f"Split {split!r} in FileList.csv (row {line}) is not TRAIN, VAL or TEST; "
                                           "the video belongs to no split"))
     return rows
 
 
 class Tracings(dict):
-    """{filename.avi: {frame: rows (R, 4)}} and ``unplaced``: per video, the rows whose Frame
-    is missing, not a number or not a whole number (they belong to no traced frame, so the
-    frame they were part of lacks them; `EchoNet` skips such a video with the reason)."""
+    """{filename: {frame: rows (R, 4)}}, file names as `video_filename` gives them, and
+    ``unplaced``: per video, the rows whose Frame is missing, not a number or not a whole
+    number (they belong to no traced frame, so the frame they were part of lacks them;
+    `EchoNet` skips such a video with the reason)."""
 
     def __init__(self, *args, unplaced: dict[str, list[str]] | None = None, **kwargs):
         super().__init__(*args, **kwargs)
@@ -127,7 +126,7 @@ class Tracings(dict):
 
 
 def read_volume_tracings(root) -> Tracings:
-    """``VolumeTracings.csv`` as {filename.avi: {frame: rows (R, 4) of X1, Y1, X2, Y2}}.
+    """``VolumeTracings.csv`` as {filename: {frame: rows (R, 4) of X1, Y1, X2, Y2}}.
 
     Row order inside a frame is kept: the first row is the long axis. Coordinates that are
     missing or not numbers are NaN (a caller must not use such a frame); rows without a
@@ -138,7 +137,7 @@ def read_volume_tracings(root) -> Tracings:
     if not path.is_file():
         return Tracings()
     table = _read_csv(path, {"FileName", "X1", "Y1", "X2", "Y2", "Frame"})
-    table["filename"] = table["FileName"].map(_with_avi)
+    table["filename"] = table["FileName"].map(video_filename)
     coords = table[["X1", "Y1", "X2", "Y2"]].apply(pd.to_numeric, errors="coerce")
     frames = pd.to_numeric(table["Frame"], errors="coerce")
     # Rows with missing coordinates stay (as NaN): dropping them would make the next chord

@@ -48,6 +48,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from protoef.data.locations import video_filename, video_folder, video_path
 from protoef.data.tracings import disc_volume, ejection_fraction
 
 __all__ = ["PIXEL_SPACING_CM", "SPLIT_FRACTIONS", "VideoParams", "generate", "lv_time_course", "main", "video_parameters"]
@@ -330,7 +331,7 @@ def _make_video(job: tuple[str, int, int, bool, int | None]) -> tuple[dict, list
     ml_per_px3 = PIXEL_SPACING_CM**3
     edv_ml, esv_ml = (disc_volume(*traces[t].T) * ml_per_px3 for t in (ed, es))
     frames, masks = _render(p, tc)
-    _write_avi(root / "Videos" / f"{p.name}.avi", frames, p.fps)
+    _write_avi(video_path(root, p.name), frames, p.fps)
     if write_masks:
         # Per-frame volumes of the same disc model: V(t) = V_ED · (L·W²)(t) / (L·W²)(ED).
         lw2 = tc["length"] * tc["halfwidth"] ** 2
@@ -339,7 +340,7 @@ def _make_video(job: tuple[str, int, int, bool, int | None]) -> tuple[dict, list
     row = {"FileName": p.name, "EF": ejection_fraction(edv_ml, esv_ml), "ESV": esv_ml, "EDV": edv_ml,
            "FrameHeight": FRAME_SIZE, "FrameWidth": FRAME_SIZE, "FPS": p.fps, "NumberOfFrames": p.n_frames}
     order = (es, ed) if p.es_first else (ed, es)
-    tracing_rows = [[f"{p.name}.avi", *xy, t] for t in order for xy in traces[t].tolist()]
+    tracing_rows = [[video_filename(p.name), *xy, t] for t in order for xy in traces[t].tolist()]
     return row, tracing_rows
 
 
@@ -384,7 +385,7 @@ def generate(out_dir: str | os.PathLike, *, videos: int = 400, seed: int = 0, wo
                               "would replace its files. Choose an empty folder, or pass --overwrite (overwrite=True)")
     if root.exists() and not root.is_dir():
         raise FileExistsError(f"{root}: is a file, not a folder; synth OUT_DIR must be a new or empty folder")
-    (root / "Videos").mkdir(parents=True, exist_ok=True)
+    video_folder(root).mkdir(parents=True, exist_ok=True)
     if write_masks:
         (root / "LVMasks").mkdir(exist_ok=True)
     workers = min(videos, _default_workers() if workers is None else max(1, int(workers)))

@@ -31,7 +31,7 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from ..config import Config, from_dict
-from ..data import compute_mean_std, oversampling_sampler, read_file_list
+from ..data import compute_mean_std, oversampling_sampler, read_file_list, videos_per_batch
 from ..diagnostics import far_pair_angle_degrees, result_warnings, top_prototypes
 from ..losses import MSELoss
 from ..model import ProtoEFNet, unwrap
@@ -292,7 +292,7 @@ def finish(model, config: Config, sets: dict, context: RunContext, out, *, initi
     state = out.load_checkpoint("best", map_location=context.device)
     model.load_state_dict(state["model"])
     best_epoch = state["epoch"] + 1
-    eval_batch = max(1, config.data.batch_size // max(1, config.data.test_clips))
+    eval_batch = videos_per_batch(config.data.batch_size, config.data.test_clips)
     val_loader = make_loader(sets["val"], config)
     test_loader = make_loader(sets["test"], config, batch_size=eval_batch)
     metrics: dict = {"best_epoch": best_epoch, "val": {}, "test": {}}

@@ -12,6 +12,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..config import Config
+from ..data import average_clips
 from ..diagnostics import far_pair_angle_degrees, interpretability_summary, loss_gradient_norms
 from ..losses import WeightedLoss
 from ..metrics import diversity, regression_metrics, sparsity
@@ -97,8 +98,7 @@ def predict(model, loader, context: RunContext | None = None, *, desc: str = "pr
             output = core(context.video(batch["video"]))
         counts = batch.get("num_clips", torch.ones(len(batch["ef"]), dtype=torch.long)).tolist()
         for key, values in output.per_clip().items():
-            values = values.float()
-            rows[key] += [chunk.mean(0).cpu().numpy() for chunk in values.split(counts)]
+            rows[key] += list(average_clips(values.float(), counts).cpu().numpy())
         rows["filename"] += list(batch["filename"])
         rows["ef"] += batch["ef"].tolist()
     result = {key: np.array(values) for key, values in rows.items() if values}
