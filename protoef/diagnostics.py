@@ -156,7 +156,7 @@ def ef_range_summary(targets, weights) -> dict[str, int]:
 
 
 def interpretability_summary(predictions: dict, labels, delta: float) -> dict[str, float]:
-    """All prediction-level diagnostics of one evaluation (`train.predict`'s output with
+    """All prediction-level diagnostics of one evaluation (`protoef.training.loops.predict`'s output with
     ``weights`` and ``similarities``) for prototype labels `labels` (P,)."""
     y = predictions["ef"]
     return {"similarity_gap": similarity_gap(predictions["similarities"], y, labels, delta),

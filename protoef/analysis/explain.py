@@ -1,6 +1,6 @@
 """Explanations (docs/method.md §6): occurrence maps on frames, the prototype gallery and local
-explanations. Localisation (IoU against LV masks, Grad-CAM) lives in `protoef.localization`,
-embeddings in `protoef.embeddings`.
+explanations. Localisation (IoU against LV masks, Grad-CAM) lives in `protoef.analysis.localization`,
+embeddings in `protoef.analysis.embeddings`.
 
 Conventions
 - A clip is ``clip_length`` frames taken every ``period`` frames from ``clip_start``, zero

@@ -1,4 +1,5 @@
-"""Every figure of the notebooks: the data set, finished runs, studies and localisation.
+"""The notebooks' figures of the data set, finished runs, studies and localisation (notebook 08's
+prototype gallery and local explanations are drawn by `protoef.analysis.explain`).
 
 Like `protoef.analysis.plots` (the drawing primitives), every function builds a
 `matplotlib.figure.Figure` without pyplot (nothing to close, headless-safe); a returned
