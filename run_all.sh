@@ -110,9 +110,10 @@ fi
 # anything), and an injected cell there would pin CI's nbval run to the demo profile.
 # The notebooks train what they need through protoef.companion.notebook.ensure_run, which
 # reuses a finished run and resumes an interrupted one; --force retrains from scratch.
-[ "$force" = 1 ] && rm -rf "$ROOT/runs/$profile"-* "$cache/warmstart"
-if [ "$profile" = demo ]; then executed="$ROOT/notebooks"; else executed="$ROOT/runs/$profile/notebooks"; fi
-staging="$ROOT/runs/$profile/executing"
+# Python owns the layout (protoef.companion.notebook): the script asks for its folders.
+notebook_py() { PROTOEF_CACHE="$cache" "$PYTHON" -c "import sys; from protoef.companion import notebook; $1" "$profile"; }
+[ "$force" = 1 ] && notebook_py 'print(*notebook.forget_runs(sys.argv[1]), sep="\n")'
+eval "$(notebook_py 'print(notebook.shell_paths(sys.argv[1]))')"  # sets executed, staging, figures
 mkdir -p "$executed" "$staging"
 params=()
 [ "$profile" = paper ] && params+=(-p data "$data_dir")
@@ -139,6 +140,5 @@ done
 # The results block: every notebook's claim check, collected; nothing typed by hand.
 readme=(); [ "$profile" = demo ] && readme=(--readme "$ROOT/README.md")
 "$PYTHON" -m protoef.companion.claims --profile "$profile" ${readme[@]+"${readme[@]}"}
-figures="figures"; [ "$profile" != demo ] && figures="figures/$profile"
-echo "[run_all] profile '$profile' done in $((SECONDS - started)) s; figures and results.md in $figures/," \
+echo "[run_all] profile '$profile' done in $((SECONDS - started)) s; figures and results.md in ${figures#"$ROOT"/}/," \
      "executed notebooks in ${executed#"$ROOT"/}"

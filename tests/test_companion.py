@@ -295,3 +295,21 @@ def test_tidy_executed_drops_progress_bars_and_keeps_results(tmp_path):
     assert tidied["cells"][0]["outputs"] == [printed, warning, figure]
     assert tidied["cells"][1] == stored["cells"][1] and "widgets" not in tidied["metadata"]
     assert tidied["metadata"]["kernelspec"] == {"name": "python3"}
+
+
+def test_run_all_gets_its_folders_from_python_and_force_forgets_only_that_profiles_runs(tmp_path, monkeypatch):
+    import subprocess
+    from protoef.companion import notebook as nb
+    monkeypatch.setattr(nb, "REPO", tmp_path)
+    monkeypatch.setenv("PROTOEF_CACHE", str(tmp_path / "cache"))
+    for folder in ("runs/smoke-a", "runs/smoke-b/checkpoints", "runs/demo-a", "cache/warmstart/r2plus1d_10-x"):
+        (tmp_path / folder).mkdir(parents=True)
+    removed = nb.forget_runs("smoke")
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in removed) == ["cache/warmstart", "runs/smoke-a", "runs/smoke-b"]
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["demo-a"] and not (tmp_path / "cache" / "warmstart").exists()
+    # What run_all.sh evaluates: plain shell assignments, even for a path with a space.
+    monkeypatch.setattr(nb, "REPO", tmp_path / "my repo")
+    script = nb.shell_paths("smoke") + '\nprintf "%s|%s|%s" "$executed" "$staging" "$figures"'
+    out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True).stdout
+    root = tmp_path / "my repo"
+    assert out == f"{root}/runs/smoke/notebooks|{root}/runs/smoke/executing|{root}/figures/smoke"

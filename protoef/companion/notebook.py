@@ -23,6 +23,8 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import shlex
+import shutil
 
 import pandas as pd
 
@@ -30,8 +32,9 @@ from ..config import PROFILES, Config, resolve
 from ..training import runs
 from ..training.build import data_root
 from ..training.lifecycle import fit
+from ..training.warmstart import warm_start_dir
 
-__all__ = ["REPO", "setup", "profile_from_env", "config_for", "run_dir", "ensure_run", "figure_dir", "executed_dir", "tidy_executed", "read_run", "dataset_root"]
+__all__ = ["REPO", "setup", "profile_from_env", "config_for", "run_dir", "ensure_run", "figure_dir", "executed_dir", "staging_dir", "shell_paths", "forget_runs", "tidy_executed", "read_run", "dataset_root"]
 
 REPO = pathlib.Path(__file__).resolve().parents[2]  # the repository
 
@@ -118,6 +121,29 @@ def executed_dir(profile: str) -> pathlib.Path:
     demo profile (stored in the repository, outputs included), ``runs/<profile>/notebooks/``
     for the others."""
     return REPO / "notebooks" if profile == "demo" else REPO / "runs" / profile / "notebooks"
+
+
+def staging_dir(profile: str) -> pathlib.Path:
+    """Where ``./run_all.sh`` builds and executes a notebook before it replaces the executed copy."""
+    return REPO / "runs" / profile / "executing"
+
+
+def shell_paths(profile: str) -> str:
+    """The folders ``./run_all.sh`` needs, as shell assignments it evaluates, so the script
+    spells no path of the layout itself: ``executed``, ``staging``, ``figures``."""
+    folders = {"executed": executed_dir(profile), "staging": staging_dir(profile), "figures": figure_dir(profile)}
+    return "\n".join(f"{name}={shlex.quote(str(folder))}" for name, folder in folders.items())
+
+
+def forget_runs(profile: str) -> list[pathlib.Path]:
+    """Delete every run of ``profile`` that `ensure_run` made (``./run_all.sh --force``) and the
+    synthetic warm start, so the next notebook run retrains everything. Returns what it removed."""
+    config = config_for(profile)
+    removed = sorted(run_dir(profile, "*").parent.glob(run_dir(profile, "*").name))
+    removed += [folder for folder in [warm_start_dir(config).parent] if folder.exists()]  # every warm start
+    for folder in removed:
+        shutil.rmtree(folder)
+    return removed
 
 
 def tidy_executed(path) -> pathlib.Path:
