@@ -1,18 +1,26 @@
-"""Shared helpers: seeding, interleaved timing, fresh-process memory, result files."""
+"""Shared helpers: seeding, interleaved timing, fresh-process memory, result files, scratch
+folders, and the demo shape and synthetic data set several items use."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pathlib
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 SEED = 0
+DEMO = dict(backbone="r2plus1d_10", batch=8, frames=8, size=32, prototypes=40)   # config "demo"
+# Pixel mean and std of the synthetic TRAIN videos (`protoef.data.compute_mean_std`), set
+# directly so a benchmark does not time that pass; the one copy of these numbers here.
+SYNTHETIC_MEAN_STD = (0.1289, 0.1911)
 
 
 def seed_everything(seed: int = SEED) -> None:
@@ -82,3 +90,30 @@ def write_result(name: str, result: dict) -> pathlib.Path:
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(result, indent=2, default=float) + "\n")
     return path
+
+
+@contextlib.contextmanager
+def scratch(prefix: str):
+    """A fresh temporary folder (pathlib.Path), removed with what is in it on the way out."""
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def demo_synthetic_root() -> pathlib.Path:
+    """The demo profile's synthetic set in the repository cache (the profile names it)."""
+    from protoef.config import resolve
+    from protoef.training.build import synthetic_root
+
+    return synthetic_root(resolve("demo", {"data.cache_dir": str(ROOT / ".cache")}))
+
+
+def demo_data_root(tmp: pathlib.Path) -> pathlib.Path:
+    """The demo synthetic set if the cache holds it (read only), else 120 videos made in `tmp`."""
+    if (demo_synthetic_root() / "FileList.csv").is_file():
+        return demo_synthetic_root()  # read only
+    from protoef.data import synthetic
+
+    return synthetic.generate(tmp / "synthetic-120", videos=120, seed=SEED, progress=False)

@@ -1,5 +1,6 @@
 """Benchmark items about a whole run's time: what the pinned numerical environment costs,
-and where a demo run's minutes go (README, "Same numbers on every machine"; issue #18)."""
+where a demo run's minutes go (README, "Same numbers on every machine"; issue #18), what
+loader workers cost in a demo epoch, and the end of a run with and without the gallery."""
 from __future__ import annotations
 
 import json
@@ -8,12 +9,12 @@ import pathlib
 import statistics
 import subprocess
 import sys
-import tempfile
+import warnings
 
-from .common import ROOT, ratio
+from .common import DEMO, ROOT, SEED, SYNTHETIC_MEAN_STD, demo_data_root, interleave, ratio, scratch, seed_everything
 
 # A demo-shape training step (benchmarks.child): batch 8 of 8 × 32² clips, R(2+1)D-10 to layer3, P = 40.
-DEMO_STEP = {"backbone": "r2plus1d_10", "batch": 8, "frames": 8, "size": 32, "prototypes": 40, "model": "protoef"}
+DEMO_STEP = {**DEMO, "model": "protoef"}
 
 
 def child_environment(mode: str) -> dict:
@@ -120,10 +121,10 @@ def breakdown(quick: bool) -> dict:
     the epochs (training steps, of which the diagnostic batches; VAL per epoch), the push and
     the evaluations. From the demo runs on disk when ./run_all.sh made them, else from a
     shortened demo run made here."""
-    with tempfile.TemporaryDirectory() as tmp:
+    with scratch("protoef-bench-breakdown-") as tmp:
         runs = _demo_runs()
         source = "runs/demo-* of ./run_all.sh" if runs else "a shortened demo run (3 epochs, 120 videos)"
-        runs = runs or [_short_demo_run(pathlib.Path(tmp))]
+        runs = runs or [_short_demo_run(tmp)]
         table = {run.path.name: run.read_timings()["seconds"] for run in runs}
     # The stages as the runs wrote them (protoef.training.lifecycle names them), in their order.
     names = list(dict.fromkeys(stage for seconds in table.values() for stage in seconds))
@@ -138,3 +139,103 @@ def breakdown(quick: bool) -> dict:
                         stages.get("warm_start", 0.0) / total, note=f"{stages.get('warm_start', 0.0):.1f} s"))
     return {"title": "Where a demo run's time goes", "measurements": {"runs": table, "mean": stages, "source": source},
             "ratios": ratios}
+
+
+# ----------------------------------------------------------------------- whole epoch
+def _demo_run_parts(tmp: pathlib.Path):
+    """What `fit` builds for a demo run, with the decoded cache in `tmp`: config, the four
+    data sets, the run context (CPU) and a freshly seeded model."""
+    from protoef.config import resolve
+    from protoef.training.build import RunContext, build_model, training_datasets
+
+    config = resolve("demo", {"data.cache_dir": str(tmp), "device": "cpu"})
+    config.data.mean, config.data.std = SYNTHETIC_MEAN_STD  # skip that pass
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sets = training_datasets(config, demo_data_root(tmp))
+    seed_everything()
+    return config, sets, RunContext(config), build_model(config)
+
+
+def epoch(quick: bool) -> dict:
+    """One demo training epoch (300 videos, warm decoded cache, `loops.train_epoch` as `fit`
+    runs it) with the loader in 2 worker processes vs in the training process (the demo
+    default since this measurement)."""
+    import torch
+
+    from protoef.data import oversampling_sampler
+    from protoef.training.build import build_loss, build_optimizer, make_loader
+    from protoef.training.loops import train_epoch
+
+    with scratch("protoef-bench-epoch-") as tmp:
+        config, sets, context, model = _demo_run_parts(tmp)
+        train_set = sets["train"]
+        if quick:
+            train_set.records = train_set.records[:96]
+        for index in range(len(train_set)):  # fill the decoded cache (the first epoch's extra cost)
+            train_set.frames(index)
+        optimizer, loss_fn = build_optimizer(model, config), build_loss(config)
+
+        def run_epoch(workers: int):
+            config.data.num_workers = workers
+            generator = torch.Generator().manual_seed(SEED)
+            sampler = oversampling_sampler(train_set.efs, threshold=config.data.oversample_threshold, generator=generator)
+            train_epoch(model, make_loader(train_set, config, shuffle_seed=SEED, sampler=sampler), loss_fn, optimizer, context, desc="epoch")
+
+        timings = interleave({"workers_2": lambda: run_epoch(2), "workers_0": lambda: run_epoch(0)}, 1 if quick else 3, warmup=1)
+    two, zero = timings["workers_2"]["min_s"], timings["workers_0"]["min_s"]
+    return {
+        "title": "Demo training epoch: loader workers 2 vs 0 (warm decoded cache)",
+        "shapes": {"demo": f"{len(train_set)} videos, batch {config.data.batch_size}, {config.data.clip_length} frames every "
+                           f"{config.data.period}th at {config.data.resize}², augment + masks, {torch.get_num_threads()} torch threads"},
+        "measurements": timings,
+        "ratios": [ratio("demo epoch, 2 loader workers ÷ loader in the training process (speed-up of num_workers=0)",
+                         two / zero,
+                         note=f"{two:.2f} s vs {zero:.2f} s per epoch of {len(train_set)} videos, min of {timings['workers_0']['n']} "
+                              f"(medians {timings['workers_2']['median_s']:.2f} vs {timings['workers_0']['median_s']:.2f} s); "
+                              "hence the demo profile's num_workers=0")],
+    }
+
+
+# ----------------------------------------------------------------------- run end
+def runend(quick: bool) -> dict:
+    """End of a demo run (evaluate, push, evaluate, artefacts) vs the prototype gallery that
+    used to be drawn inside it; now notebook 08 / `protoef gallery` draw it on request."""
+    import copy
+
+    import torch
+
+    from protoef.analysis.explain import save_prototype_gallery
+    from protoef.training import runs
+    from protoef.training.lifecycle import finish
+
+    with scratch("protoef-bench-end-") as tmp:
+        config, sets, context, model = _demo_run_parts(tmp)
+        initial = copy.deepcopy(model.state_dict())  # finish pushes: restart from the same weights
+        count = iter(range(100))
+
+        def end_of_run():
+            out = tmp / f"run{next(count)}"
+            model.load_state_dict(initial)
+            runs.RunDir(out).save_checkpoint("best", {"model": initial, "epoch": 0, "config": config.to_dict()})
+            torch.manual_seed(SEED)
+            finish(model, config, sets, context, out)
+            return out
+
+        outs = []
+        timings = interleave({"finish_run": lambda: outs.append(end_of_run()),
+                              "gallery": lambda: save_prototype_gallery(outs[-1], sets["push"])},
+                             1 if quick else 2, warmup=1)  # the warm-up also fills the decoded cache
+    end_s, gallery_s = timings["finish_run"]["min_s"], timings["gallery"]["min_s"]
+    return {
+        "title": "End of a run, with and without the prototype gallery (demo profile)",
+        "shapes": {"demo": f"P={config.model.num_prototypes}, {len(sets['push'])} push videos, "
+                           f"{len(sets['val'])} val + {len(sets['test'])} test videos (×{config.data.test_clips} clips)"},
+        "measurements": timings,
+        "ratios": [ratio("run end before ÷ after moving the gallery out (speed-up)", (end_s + gallery_s) / end_s, ">= 1.2",
+                         note=f"run end {end_s:.1f} s + gallery {gallery_s:.1f} s before, {end_s:.1f} s now; "
+                              f"min of {timings['gallery']['n']}"),
+                   ratio("prototype gallery, per run (s)", gallery_s, unit="s",
+                         note=f"{config.model.num_prototypes} strips + GIFs + gallery.png; saved in each of the 15 sweep runs of notebooks 04 and 06")],
+    }
+

@@ -10,7 +10,7 @@ import torch
 
 import benchmarks.__main__ as cli
 from benchmarks.common import interleave, ratio
-from benchmarks.items import _full_decode_class
+from benchmarks.data_pipeline import _full_decode_class
 from protoef.data import EchoNet, synthetic
 
 
@@ -82,7 +82,7 @@ def test_the_before_variant_serves_the_same_items(small_root):
 
 
 def test_paper_projection_from_hand_written_numbers():
-    from benchmarks.items import paper_projection
+    from benchmarks.gpu import paper_projection
 
     # 100 training clips/s, 400 evaluation clips/s on EchoNet-Dynamic's 7,465 / 1,288 / 1,277 videos:
     # train 30 × 7465 / 100 = 2239.5 s; validation (30 + 2) × 1288 / 400 = 103.04 s;
@@ -96,7 +96,7 @@ def test_paper_projection_from_hand_written_numbers():
 
 
 def test_gpu_rows_from_hand_written_numbers(tmp_path, monkeypatch):
-    from benchmarks.items import gpu_report
+    from benchmarks.gpu import gpu_report
 
     steps = {"fp32": {"n": 10, "min_s": 0.4}, "bf16": {"n": 10, "min_s": 0.16}, "bf16+cl+compile": {"error": "OutOfMemoryError: x"}}
     epoch = {"videos": 120, "workers": 8, "amp": True, "channels_last": True, "train_clips_per_s": 80.0,
@@ -124,10 +124,10 @@ def test_gpu_rows_from_hand_written_numbers(tmp_path, monkeypatch):
 
 
 def test_gpu_check_reports_skipped_without_cuda(monkeypatch):
-    from benchmarks import items
+    from benchmarks.gpu import gpu
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    result = items.gpu(quick=False)
+    result = gpu(quick=False)
     assert result["skipped"] == "no CUDA" and result["ratios"] == []
 
 

@@ -124,8 +124,9 @@ def test_the_method_is_cited_from_the_repository_not_an_outside_spec():
 
 
 def test_no_module_outgrows_one_owner():
-    long = {str(path.relative_to(ROOT)): n for path in PACKAGE.rglob("*.py")
-            if (n := len(path.read_text().splitlines())) > 470}
+    # Issue 19: no module under protoef/ or benchmarks/ over 450 lines.
+    long = {str(path.relative_to(ROOT)): n for path in [*PACKAGE.rglob("*.py"), *(ROOT / "benchmarks").glob("*.py")]
+            if (n := len(path.read_text().splitlines())) > 450}
     assert not long, long
 
 
