@@ -30,7 +30,7 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
-from ..config import Config, from_dict
+from ..config import Config, from_dict, set_key
 from ..data import compute_mean_std, oversampling_sampler, read_file_list
 from ..diagnostics import far_pair_angle_degrees, result_warnings, top_prototypes
 from ..model import ProtoEFNet, unwrap
@@ -189,8 +189,7 @@ def _resumed_config(out: pathlib.Path, requested: Config, stored: dict) -> Confi
                          "config; drop these overrides to finish it as it was, or train a new run in another directory")
     config = from_dict(stored)
     for key, (old, new) in differences.items():
-        section, _, name = key.rpartition(".")
-        setattr(getattr(config, section) if section else config, name, new)
+        set_key(config, key, new)
         print(f"[train] resume: {key} = {new!r} (the run had {old!r}; it changes how the run executes, not what it learns)")
     return config
 
