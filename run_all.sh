@@ -2,9 +2,10 @@
 # ProtoEFNet companion: one command for the whole job, one for the tests.
 #
 #   ./run_all.sh [--profile demo|smoke|paper] [--data DIR] [--only 01,03] [--force]
-#       set up ./.venv if needed, run every notebook for the profile (papermill), then
-#       collect the notebooks' claim checks into figures[/<profile>]/results.md (demo:
-#       also the README's results block) and keep the executed demo notebooks in notebooks/
+#       set up ./.venv if needed, run every notebook for the profile (papermill, from its
+#       source notebooks/NN_name.py), then collect the notebooks' claim checks into
+#       figures[/<profile>]/results.md (demo: also the README's results block) and keep the
+#       executed demo notebooks in notebooks/NN_name.ipynb
 #   ./run_all.sh --test [PYTEST_ARGS...]
 #       set up ./.venv if needed, then run the test suite (what CI runs)
 #
@@ -52,9 +53,9 @@ if [ "$mode" = run ]; then
     if [ -n "$only" ]; then
         IFS=',' read -ra wanted <<< "$only"
         for number in "${wanted[@]}"; do
-            matches=("$ROOT"/notebooks/"$number"_*.ipynb)
+            matches=("$ROOT"/notebooks/"$number"_*.py)
             if [ -z "$number" ] || [ ! -e "${matches[0]}" ]; then
-                available="$(cd "$ROOT/notebooks" && ls [0-9][0-9]_*.ipynb | cut -c1-2 | paste -sd, -)"
+                available="$(cd "$ROOT/notebooks" && ls [0-9][0-9]_*.py | cut -c1-2 | paste -sd, -)"
                 echo "run_all.sh: --only $only: no notebook numbered '$number' in notebooks/ (available: $available)" >&2
                 exit 2
             fi
@@ -100,7 +101,10 @@ fi
 # Every split must load; a video that cannot be used is named with its reason.
 "$PYTHON" -m protoef check-data "$data_dir"
 
-# Every notebook in order, executed by papermill. The profile travels as PROTOEF_PROFILE,
+# Every notebook in order, executed by papermill. Its source is notebooks/NN_name.py
+# (jupytext's percent format: code and markdown only, what a review reads); it is built into
+# an unexecuted .ipynb in the staging folder and never written to (tools/notebooks.py).
+# The profile travels as PROTOEF_PROFILE,
 # which each notebook's parameters cell reads, not as an injected parameter: the executed
 # demo notebooks are stored back in notebooks/ (what a reader sees without running
 # anything), and an injected cell there would pin CI's nbval run to the demo profile.
@@ -112,14 +116,15 @@ staging="$ROOT/runs/$profile/executing"
 mkdir -p "$executed" "$staging"
 params=()
 [ "$profile" = paper ] && params+=(-p data "$data_dir")
-for notebook in "$ROOT"/notebooks/[0-9][0-9]_*.ipynb; do
-    name="$(basename "$notebook" .ipynb)"
+for source in "$ROOT"/notebooks/[0-9][0-9]_*.py; do
+    name="$(basename "$source" .py)"
     if [ -n "$only" ] && [[ ",$only," != *",${name:0:2},"* ]]; then
         continue
     fi
     echo "[run_all] $name (profile $profile)"
     nb_started=$SECONDS
-    if ! PROTOEF_CACHE="$cache" PROTOEF_PROFILE="$profile" "$PYTHON" -m papermill "$notebook" "$staging/$name.ipynb" \
+    "$PYTHON" "$ROOT/tools/notebooks.py" build "$source" "$staging/$name.source.ipynb"
+    if ! PROTOEF_CACHE="$cache" PROTOEF_PROFILE="$profile" "$PYTHON" -m papermill "$staging/$name.source.ipynb" "$staging/$name.ipynb" \
             ${params[@]+"${params[@]}"} --cwd "$ROOT/notebooks" --kernel python3 --no-progress-bar --log-level WARNING; then
         echo "[run_all] $name FAILED: the failing cell and its traceback are above;" \
              "the executed notebook is $staging/$name.ipynb" >&2

@@ -126,7 +126,7 @@ def make_step(spec: dict):
         if kind == "protoef":
             loss, _ = loss_fn(out, targets, model, background=background)
         elif kind == "blackbox":
-            loss = mse_loss(out, targets)
+            loss = mse_loss(out.ef, targets)
         else:
             loss = out.square().mean()
         loss.backward()

@@ -436,7 +436,7 @@ def runend(quick: bool) -> dict:
         def end_of_run():
             out = tmp / f"run{next(count)}"
             model.load_state_dict(initial)
-            runs.save_checkpoint(out / "checkpoints" / "best.pt", {"model": initial, "epoch": 0, "config": config.to_dict()})
+            runs.RunDir(out).save_checkpoint("best", {"model": initial, "epoch": 0, "config": config.to_dict()})
             torch.manual_seed(SEED)
             finish(model, config, sets, context, out)
             return out
@@ -589,12 +589,11 @@ def _gpu_epoch(root: pathlib.Path, tmp: pathlib.Path) -> dict:
 def _gpu_ddp(root: pathlib.Path, tmp: pathlib.Path, single: dict) -> dict:
     """`torchrun --nproc_per_node 2 -m protoef train --profile paper` for 2 epochs on the
     synthetic set: it must write one run; epoch 2's clips/s against the 1-process epoch."""
-    import json
     import os
     import subprocess
     import sys
 
-    import pandas as pd
+    from protoef.training import runs
 
     out = tmp / "ddp"
     torchrun = pathlib.Path(sys.executable).with_name("torchrun")
@@ -608,12 +607,13 @@ def _gpu_ddp(root: pathlib.Path, tmp: pathlib.Path, single: dict) -> dict:
     except subprocess.TimeoutExpired:
         return {"skipped": "torchrun did not finish within 300 s"}
     wall = time.perf_counter() - start
-    if result.returncode != 0 or not (out / "metrics.json").is_file():
+    run = runs.RunDir(out)
+    if result.returncode != 0 or not run.finished:
         return {"skipped": f"torchrun failed (exit {result.returncode}): {result.stderr.strip().splitlines()[-1:]}"}
-    history = pd.read_csv(out / "history.csv")
+    history = run.read_history()
     return {"wall_s": wall, "seconds_train": history["seconds_train"].tolist(),
             "clips_per_s": single["videos"] / history["seconds_train"].iloc[-1],
-            "test_n": json.loads((out / "metrics.json").read_text())["test"]["post_push"]["n"]}
+            "test_n": run.read_metrics()["test"]["post_push"]["n"]}
 
 
 def gpu_compare(device, *, batch: int, frames: int, size: int, reps: int, backbone: str = "r2plus1d_18",
@@ -651,7 +651,7 @@ def gpu_compare(device, *, batch: int, frames: int, size: int, reps: int, backbo
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 out = trained(x)
-            out = out._replace(**{k: getattr(out, k).float() for k in ("ef", "similarities", "occurrence_maps", "weights")})
+            out = out.float()
             loss, _ = loss_fn(out, targets, model, background=background)
             loss.backward()
             optimizer.step()

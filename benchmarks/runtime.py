@@ -86,15 +86,19 @@ def levers(quick: bool) -> dict:
                        for name in LEVERS if name != baseline]}
 
 
-def _demo_runs() -> list[pathlib.Path]:
+def _demo_runs() -> list:
     """The full-length demo-profile ProtoEFNet runs ./run_all.sh wrote (those with timings.json)."""
     from protoef.config import resolve
 
+    from protoef.training.runs import RunDir
+
     epochs, found = resolve("demo").optim.epochs, []
-    for path in sorted((ROOT / "runs").glob("demo-*/timings.json")):
-        config = json.loads((path.parent / "config.json").read_text())
+    for run in map(RunDir, sorted((ROOT / "runs").glob("demo-*"))):
+        if not run.timings_file.is_file():
+            continue
+        config = run.read_config()
         if config["model"]["kind"] == "protoefnet" and config["optim"]["epochs"] == epochs:
-            found.append(path.parent)
+            found.append(run)
     return found
 
 
@@ -102,12 +106,13 @@ def _short_demo_run(tmp: pathlib.Path) -> pathlib.Path:
     """No demo runs on disk: a shortened demo run (3 epochs, 120 videos, no warm start) here."""
     from protoef.config import resolve
     from protoef.training.lifecycle import fit
+    from protoef.training.runs import RunDir
 
     out = tmp / "demo-short"
     overrides = {"model.weights": None, "data.synthetic_videos": 120, "optim.epochs": 3,
                  "data.cache_dir": str(tmp / "cache"), "device": "cpu"}
     fit(resolve("demo", overrides), out)
-    return out
+    return RunDir(out)
 
 
 def breakdown(quick: bool) -> dict:
@@ -119,7 +124,7 @@ def breakdown(quick: bool) -> dict:
         runs = _demo_runs()
         source = "runs/demo-* of ./run_all.sh" if runs else "a shortened demo run (3 epochs, 120 videos)"
         runs = runs or [_short_demo_run(pathlib.Path(tmp))]
-        table = {path.name: json.loads((path / "timings.json").read_text())["seconds"] for path in runs}
+        table = {run.path.name: run.read_timings()["seconds"] for run in runs}
     # The stages as the runs wrote them (protoef.training.lifecycle names them), in their order.
     names = list(dict.fromkeys(stage for seconds in table.values() for stage in seconds))
     # The warm start is paid by the first run only (later ones find it cached): its max, not its mean.

@@ -67,11 +67,9 @@ def _checked_data(value: str | None) -> str | None:
 
 
 def _train(args) -> int:
-    import pathlib
-
     from protoef.config import apply_overrides, from_dict, resolve
     from protoef.training.lifecycle import fit
-    from protoef.training.runs import read_config
+    from protoef.training.runs import RunDir
 
     overrides = list(args.set)
     given = [text.split("=", 1)[1].strip() for text in overrides if text.split("=", 1)[0].strip() == "profile"]
@@ -86,10 +84,11 @@ def _train(args) -> int:
         raise FileNotFoundError("the paper profile trains on EchoNet-Dynamic: pass --data DIR (the folder with "
                                 "FileList.csv) or set ECHONET_DIR; --profile demo or smoke use the synthetic set")
     out = args.out or f"runs/{config.profile}-{config.model.kind}-seed{config.seed}"
-    if args.resume and (pathlib.Path(out) / "config.json").is_file():
+    if args.resume and RunDir(out).config_file.is_file():
         # Resuming continues the stored config: only what is given here (--set, --data, an
-        # explicit --profile) is compared with it, and fit refuses what differs.
-        stored = from_dict(read_config(out))
+        # explicit --profile) is compared with it, and fit refuses what differs
+        # (`RunDir.require_config`).
+        stored = from_dict(RunDir(out).read_config())
         if args.profile:
             overrides.insert(0, f"profile={args.profile}")
         config = apply_overrides(stored, overrides).validate()
@@ -125,15 +124,18 @@ def _predict(args) -> int:
 
     from protoef.analysis.inference import other_files, predict_videos, training_reference, video_paths
     from protoef.training.build import load_run
-    from protoef.training.runs import data_set_files, enclosing_run
+    from protoef.training.runs import RunDir, data_set_files, enclosing_run
 
     model, config, checkpoint = load_run(args.run)
     paths = video_paths(args.videos)  # both checked before anything is created: a rejected call leaves no folder
-    run_dir = pathlib.Path(args.run) if pathlib.Path(args.run).is_dir() else pathlib.Path(args.run).parents[1]
+    # the run, given as its folder or as one of its checkpoints (RUN/checkpoints/NAME.pt)
+    run_dir = RunDir(args.run if pathlib.Path(args.run).is_dir() else pathlib.Path(args.run).parents[1])
     out = pathlib.Path(args.out)
+    table_file = RunDir(out).predictions_file  # named like a run's own TEST table, which it must never replace
     # A run directory's own predictions.csv (the TEST predictions with the true EF) must
     # never be replaced by a predict table: refuse the run itself and any other run directory.
-    if out.resolve() == run_dir.resolve() or any((out / name).exists() for name in ("config.json", "metrics.json", "checkpoints")):
+    looks_like_run = (RunDir(out).config_file, RunDir(out).metrics_file, RunDir(out).checkpoints_dir)
+    if out.resolve() == run_dir.path.resolve() or any(path.exists() for path in looks_like_run):
         raise FileExistsError(f"--out {out}: is a run directory; predict would overwrite the run's own predictions.csv. "
                               "Choose another folder, e.g. --out predictions")
     inside = enclosing_run(out)
@@ -162,11 +164,11 @@ def _predict(args) -> int:
         print(f"[predict] warning: {run_dir} records no training-video summary (a run from an older version): "
               "aspect ratios and frame rates are not compared with training", file=sys.stderr)
     table = predict_videos(model, config, paths, explain_dir=None if args.no_figures else out,
-                           prototype_dir=run_dir / "prototypes", reference=reference)
+                           prototype_dir=run_dir.prototypes_dir, reference=reference)
     table["checkpoint"] = checkpoint
-    table.to_csv(out / "predictions.csv", index=False)
+    table.to_csv(table_file, index=False)
     print(table.to_string(index=False, max_cols=8))
-    print(f"[predict] {len(table)} video(s) → {out / 'predictions.csv'}")
+    print(f"[predict] {len(table)} video(s) → {table_file}")
     flagged = table["warnings"].fillna("").ne("") if "warnings" in table else None
     if flagged is not None and flagged.any():
         print(f"[predict] warning: {int(flagged.sum())} video(s) flagged, see the warnings column: "
@@ -176,18 +178,19 @@ def _predict(args) -> int:
 
 
 def _gallery(args) -> int:
-    import pathlib
-
     from protoef.analysis.explain import push_dataset, save_prototype_gallery
+    from protoef.training.runs import RunDir
 
-    run = pathlib.Path(args.run)
-    if not (run / "prototypes" / "prototypes.csv").is_file():
-        raise FileNotFoundError(f"{run}: no prototypes/prototypes.csv; is it a finished ProtoEFNet run (with the push)?")
-    if not ((run / "metrics.json").is_file() and (run / "checkpoints" / "final.pt").is_file()):
-        print(f"[gallery] warning: {run} is not a finished run (no metrics.json or checkpoints/final.pt): these are the "
-              f"prototypes of an interrupted end; `train --resume --out {run}` finishes it", file=sys.stderr)
+    run = RunDir(args.run)
+    if not run.has_prototypes:
+        raise FileNotFoundError(f"{run}: no {run.prototypes_table_file.relative_to(run.path)}; is it a finished "
+                                "ProtoEFNet run (with the push)?")
+    if not (run.finished and run.checkpoint("final").is_file()):
+        print(f"[gallery] warning: {run} is not a finished run (no {run.metrics_file.name} or "
+              f"{run.checkpoint('final').relative_to(run.path)}): these are the prototypes of an interrupted end; "
+              f"`train --resume --out {run}` finishes it", file=sys.stderr)
     written = save_prototype_gallery(run, push_dataset(run, data=_checked_data(args.data)), gif=not args.no_gif)
-    print(f"[gallery] {len(written)} file(s) → {run / 'prototypes'}")
+    print(f"[gallery] {len(written)} file(s) → {run.prototypes_dir}")
     return 0
 
 

@@ -225,7 +225,49 @@ def transformation_loss(video: Tensor, occurrence_maps: Tensor, occurrence_fn,
     return (maps_of_transformed - transformed_maps).abs().sum() / (n * p)
 
 
-class ProtoEFLoss(nn.Module):
+class WeightedLoss(nn.Module):
+    """The loss protocol the batch loop (`protoef.training.loops.train_epoch`) relies on, the
+    same for every model: ``terms(output, targets, model, background=, video=)`` gives every
+    term unweighted and attached; `combine` gives sum_t w_t * term_t over `weights`; calling
+    the loss gives (total, {term name: detached value} to log). ``diagnosable``: whether the
+    per-term gradient norms of `protoef.diagnostics.loss_gradient_norms` apply (a prototype
+    model's terms); ``logged``: whether the terms are logged beside the total."""
+
+    weights: dict[str, float]
+    diagnosable = False
+    logged = True
+
+    def terms(self, output, targets: Tensor, model: nn.Module, *, background: Tensor | None = None,
+              video: Tensor | None = None) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+    def combine(self, terms: dict[str, Tensor], reference: Tensor) -> Tensor:
+        """sum_t w_t * term_t over the non-zero weights (a weight-0 term's inf/NaN cannot leak in)."""
+        total = sum(self.weights[name] * value for name, value in terms.items() if self.weights[name] != 0)
+        return total if isinstance(total, Tensor) else reference.sum() * 0.0  # every weight 0
+
+    def forward(self, output, targets: Tensor, model: nn.Module, *, background: Tensor | None = None,
+                video: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+        terms = self.terms(output, targets, model, background=background, video=video)
+        logged = {name: value.detach() for name, value in terms.items()} if self.logged else {}
+        return self.combine(terms, output.ef), logged
+
+
+class MSELoss(WeightedLoss):
+    """The MSE alone: the black box's loss, and the head epochs' after the push (θ only).
+    Its one term is the total, so only the total is logged."""
+    logged = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weights = {"mse": 1.0}
+
+    def terms(self, output, targets: Tensor, model: nn.Module, *, background: Tensor | None = None,
+              video: Tensor | None = None) -> dict[str, Tensor]:
+        return {"mse": mse_loss(output.ef, targets)}
+
+
+class ProtoEFLoss(WeightedLoss):
     """Weighted sum of the terms; returns (total, {term name: unweighted value, detached}).
 
     The four cheap terms (mse, cluster, psd, pas) are always computed and logged, so an
@@ -233,6 +275,7 @@ class ProtoEFLoss(nn.Module):
     background mask; the optional terms (the remedies among them) are computed only when
     their weight is non-zero. `terms` gives the undetached values (gradient diagnostics).
     """
+    diagnosable = True
 
     def __init__(self, *, mse: float = 0.1, cluster: float = 10.0, psd: float = 30.0,
                  pas: float = 0.1, occurrence: float = 1e-4, orthogonality: float = 0.0,
@@ -286,20 +329,9 @@ class ProtoEFLoss(nn.Module):
             terms["transformation"] = transformation_loss(video, output.occurrence_maps, model.occurrence)
         return terms
 
-    def combine(self, terms: dict[str, Tensor], reference: Tensor) -> Tensor:
-        """sum_t w_t * term_t over the non-zero weights (a weight-0 term's inf/NaN cannot leak in)."""
-        total = sum(self.weights[name] * value for name, value in terms.items() if self.weights[name] != 0)
-        return total if isinstance(total, Tensor) else reference.sum() * 0.0  # every weight 0
-
-    def forward(self, output: ProtoEFOutput, targets: Tensor, model: nn.Module, *,
-                background: Tensor | None = None, video: Tensor | None = None
-                ) -> tuple[Tensor, dict[str, Tensor]]:
-        terms = self.terms(output, targets, model, background=background, video=video)
-        return self.combine(terms, output.ef), {name: value.detach() for name, value in terms.items()}
-
 
 __all__ = [
-    "ProtoEFLoss", "cluster_loss", "expected_label_error_loss", "mse_loss", "occurrence_loss", "occurrence_share_loss",
+    "MSELoss", "ProtoEFLoss", "WeightedLoss", "cluster_loss", "expected_label_error_loss", "mse_loss", "occurrence_loss", "occurrence_share_loss",
     "orthogonality_loss",
     "pas_loss", "psd_loss", "random_affine", "reverse_soft_label_loss", "separation_loss", "soft_label_log_target",
     "soft_label_loss", "soft_label_target",

@@ -174,6 +174,15 @@ class ProtoEFOutput(NamedTuple):
     weights: Tensor                 # (N, P) beta, rows sum to 1
     features: Tensor | None = None  # (N, P, D) pooled f_k, only when asked for
 
+    def float(self) -> "ProtoEFOutput":
+        """The values the losses and metrics read, in fp32 (an autocast forward gives bf16/fp16)."""
+        return self._replace(ef=self.ef.float(), similarities=self.similarities.float(),
+                             occurrence_maps=self.occurrence_maps.float(), weights=self.weights.float())
+
+    def per_clip(self) -> dict[str, Tensor]:
+        """What a video's prediction averages over its clips: EF, β and s (`training.loops.predict`)."""
+        return {"prediction": self.ef, "weights": self.weights, "similarities": self.similarities}
+
 
 def cosine_similarity(a: Tensor, b: Tensor, eps: float = 1e-8) -> Tensor:
     """cos(a, b) over the last dim, broadcasting; each vector's norm is clamped at eps.
@@ -320,6 +329,18 @@ class ProtoEFNet(nn.Module):
 
 # --------------------------------------------------------------------------- black box
 
+class BlackBoxOutput(NamedTuple):
+    """The black box's output, under the protocol of `ProtoEFOutput` (``ef``, `float`,
+    `per_clip`), so the loops, losses and inference never ask which model they hold."""
+    ef: Tensor  # (N,) predicted EF in percent
+
+    def float(self) -> "BlackBoxOutput":
+        return self._replace(ef=self.ef.float())
+
+    def per_clip(self) -> dict[str, Tensor]:
+        return {"prediction": self.ef}
+
+
 class BlackBoxRegressor(nn.Module):
     """EchoNet-Dynamic's baseline: the full R(2+1)D with a single-output fc (docs/method.md §2)."""
 
@@ -336,8 +357,8 @@ class BlackBoxRegressor(nn.Module):
         with torch.no_grad():
             self.network.fc.bias.fill_(ef_bias)  # start at the mean EF, not at 0
 
-    def forward(self, video: Tensor) -> Tensor:
-        return self.network(video).squeeze(1)  # (N,)
+    def forward(self, video: Tensor) -> "BlackBoxOutput":
+        return BlackBoxOutput(self.network(video).squeeze(1))  # ef: (N,)
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -359,7 +380,7 @@ def eval_mode(model: nn.Module):
 
 
 __all__ = [
-    "BACKBONES", "OUTPUT_STRIDES", "TRUNCATED_STAGES", "BlackBoxRegressor", "KINETICS400_URL", "ProtoEFNet",
+    "BACKBONES", "OUTPUT_STRIDES", "TRUNCATED_STAGES", "BlackBoxOutput", "BlackBoxRegressor", "KINETICS400_URL", "ProtoEFNet",
     "ProtoEFOutput", "build_backbone", "cosine_similarity", "load_torchvision_weights",
     "pool_features", "unwrap", "eval_mode", "video_resnet",
 ]

@@ -22,11 +22,21 @@ def test_ratio_verdicts_follow_the_target():
     assert ratio("x", 5.0)["pass"] is None  # informational
 
 
-def test_interleave_alternates_variants_after_warmup():
-    calls = []
-    timings = interleave({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, 3, warmup=1)
-    assert calls == ["a", "b"] * 4
-    assert timings["a"]["n"] == 3 and timings["a"]["min_s"] <= timings["a"]["median_s"]
+def test_interleave_alternates_variants_after_warmup(monkeypatch):
+    import benchmarks.common as common
+
+    # A fake clock that each call advances: "a" takes 1, 2, 6 s in its three timed rounds, "b" 1 s.
+    clock, calls = [0.0], []
+    cost = {"a": iter([0.0, 1.0, 2.0, 6.0]), "b": iter([0.0, 1.0, 1.0, 1.0])}  # first: the untimed warm-up
+
+    def call(name):
+        calls.append(name)
+        clock[0] += next(cost[name])
+    monkeypatch.setattr(common.time, "perf_counter", lambda: clock[0])
+    timings = interleave({"a": lambda: call("a"), "b": lambda: call("b")}, 3, warmup=1)
+    assert calls == ["a", "b"] * 4  # the warm-up round, then round robin
+    assert timings["a"]["n"] == 3 and timings["a"]["min_s"] == 1.0 and timings["a"]["median_s"] == 2.0
+    assert timings["b"]["min_s"] == timings["b"]["median_s"] == 1.0
 
 
 def test_tables_are_written_and_the_readme_block_replaced(tmp_path, monkeypatch):

@@ -144,7 +144,12 @@ def test_compare_models_difference_by_hand():
     assert result.loc["mae", "ProtoEFNet"] == pytest.approx(9 / 6) and result.loc["mae", "black box"] == pytest.approx(2.0)
     assert result.loc["mae", "difference"] == pytest.approx(9 / 6 - 2.0)
     assert result.loc["rmse", "difference"] == pytest.approx(math.sqrt(19 / 6) - math.sqrt(32 / 6))
-    assert (result["ci_low"] <= result["ci_high"]).all() and result["p_value"].between(0, 1).all()
+    # When b's error is a's plus 1 on every video (same sign), every resample's MAE
+    # difference is exactly −1: the interval is the point [−1, −1] and no resample reaches 0.
+    shifted = predictions([1, 1, 2, 3, 2, 1]), predictions([2, 2, 3, 4, 3, 2])
+    exact = tables.compare_models(*shifted, metrics=("mae",), n=200)
+    assert exact.loc["mae", "ci_low"] == pytest.approx(-1.0) and exact.loc["mae", "ci_high"] == pytest.approx(-1.0)
+    assert exact.loc["mae", "p_value"] == 0.0
     other = predictions([2, 2, -2, 4, 0, -2], [f"v{i}.avi" for i in range(5)] + ["elsewhere.avi"])
     with pytest.raises(ValueError, match="different videos"):
         tables.compare_models(a, other)

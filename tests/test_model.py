@@ -283,13 +283,13 @@ def test_black_box_regressor():
     assert model.network.fc.weight.shape == (1, 512)
     assert model.network.fc.bias.item() == pytest.approx(55.6)
     video = torch.randn(2, 3, 8, 32, 32)
-    ef = model(video)
+    ef = model(video).ef
     assert ef.shape == (2,)
     ef.sum().backward()
     assert model.network.stem[0].weight.grad is not None
     with torch.no_grad():
         model.network.fc.weight.zero_()
-        assert model(video).tolist() == pytest.approx([55.6, 55.6])
+        assert model(video).ef.tolist() == pytest.approx([55.6, 55.6])
 
 
 # --------------------------------------------------------------------------- top-k β (issue 17)

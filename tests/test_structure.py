@@ -1,10 +1,12 @@
 """The package's shape: no module imports another's private name, no import cycle, every
 reference to the method points at docs/method.md, and the stored notebooks and the
-README's generated results stay what ./run_all.sh wrote. These read the source as text
-(`ast`), so they need no model and take well under a second."""
+README's generated results stay what ./run_all.sh wrote, each stored notebook is its
+.py source, and every module path the prose names exists. These read the source as text
+(`ast`, jupytext), so they need no model and take a few seconds."""
 from __future__ import annotations
 
 import ast
+import importlib.util
 import json
 import pathlib
 import re
@@ -44,8 +46,11 @@ MODULES = {module_name(path) for path in PACKAGE.rglob("*.py")}
 
 def test_the_helpers_resolve_relative_imports_and_see_the_package():
     assert {"protoef.training.lifecycle", "protoef.companion.notebook", "protoef.analysis.explain"} <= MODULES
-    assert ("protoef.training.build", ["RunContext"], 17) in [
-        (module, names, 17) for module, names, _ in imports(PACKAGE / "training" / "loops.py")]
+    # loops.py's `from .build import RunContext` must come back absolute, on its own line
+    # (found here by reading the file's text, not through the helper under test).
+    source = (PACKAGE / "training" / "loops.py").read_text().splitlines()
+    line = 1 + next(number for number, text in enumerate(source) if text.startswith("from .build import RunContext"))
+    assert ("protoef.training.build", ["RunContext"], line) in imports(PACKAGE / "training" / "loops.py")
 
 
 def test_no_module_imports_another_modules_private_name():
@@ -146,3 +151,65 @@ def test_the_readme_results_block_is_the_generated_results_file():
     stored = ROOT / "figures" / "results.md"
     assert block == stored.read_text(), "README results block differs from figures/results.md: run ./run_all.sh"
     assert stored.read_text() == claims.collect("demo"), "figures/results.md is not what the stored claims give"
+
+
+# ----------------------------------------------------------------------------- notebook sources
+def notebook_tool():
+    """tools/notebooks.py (not a package module): the one definition of "the same cells"."""
+    spec = importlib.util.spec_from_file_location("notebook_tool", ROOT / "tools" / "notebooks.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_stored_notebook_has_the_cells_of_its_py_source():
+    tool = notebook_tool()
+    stored = tool.stored_notebooks()
+    sources = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.py"))
+    assert [path.stem for path in stored] == [path.stem for path in sources], (
+        "every notebooks/NN_name.py needs its executed NN_name.ipynb and the other way round "
+        "(./run_all.sh --only NN writes the .ipynb; python tools/notebooks.py sources NN the .py)")
+    problems = [problem for path in stored if (problem := tool.difference(path))]
+    assert not problems, "\n".join(problems)
+    for path in stored:  # what papermill --kernel python3 and nbval start
+        assert json.loads(path.read_text())["metadata"]["kernelspec"]["name"] == "python3", path.name
+    for path in sources:
+        assert tool.read_source(path).metadata["kernelspec"]["name"] == "python3", path.name
+
+
+def test_the_sync_check_names_the_notebook_and_the_first_differing_cell(tmp_path):
+    import nbformat
+
+    tool = notebook_tool()
+    original = ROOT / "notebooks" / "01_data.ipynb"
+    (tmp_path / "01_data.py").write_text((ROOT / "notebooks" / "01_data.py").read_text())
+    notebook = nbformat.read(original, as_version=4)
+    notebook.cells[2].source += "\nprint('an edit made in the .ipynb only')"
+    nbformat.write(notebook, tmp_path / "01_data.ipynb")
+    assert tool.difference(tmp_path / "01_data.ipynb").startswith(
+        "01_data.ipynb cell 2 (code) differs from 01_data.py in line ")
+    notebook = nbformat.read(original, as_version=4)
+    notebook.cells[1].metadata["tags"] = []  # papermill would inject after no cell
+    nbformat.write(notebook, tmp_path / "01_data.ipynb")
+    assert "cell 1 (code) differs from 01_data.py in the parameters tag" in tool.difference(tmp_path / "01_data.ipynb")
+    notebook = nbformat.read(original, as_version=4)
+    notebook.cells[0].outputs = []  # outputs and execution records are not part of the source
+    for cell in notebook.cells:
+        cell.metadata["papermill"] = {"duration": 1.0}
+        cell.source += "\n\n"  # nor are trailing blank lines, which the percent format cannot keep
+    nbformat.write(notebook, tmp_path / "01_data.ipynb")
+    assert tool.difference(tmp_path / "01_data.ipynb") is None
+
+
+def test_the_notebook_papermill_runs_is_built_from_the_source_without_writing_to_it(tmp_path):
+    tool = notebook_tool()
+    source = ROOT / "notebooks" / "04_ablation_pas.py"
+    before = source.read_bytes()
+    built = json.loads(tool.build(source, tmp_path / "04.ipynb").read_text())
+    assert source.read_bytes() == before
+    assert built["metadata"]["kernelspec"]["name"] == "python3"
+    assert [cell["id"] for cell in built["cells"]][:2] == ["04-00", "04-01"]  # stable: reruns change outputs only
+    assert [cell for cell in built["cells"] if "parameters" in cell["metadata"].get("tags", [])]
+    stored = json.loads((ROOT / "notebooks" / "04_ablation_pas.ipynb").read_text())["cells"]
+    assert ["".join(cell["source"]).rstrip("\n") for cell in built["cells"]] == [
+        "".join(cell["source"]).rstrip("\n") for cell in stored]

@@ -11,21 +11,29 @@ import pytest
 
 from protoef.companion import figures, studies, tables
 from protoef.companion import notebook
+from protoef.config import resolve
 from protoef.diagnostics import far_near_angles, pairwise_angles
 
 
 # --------------------------------------------------------------------------- budgets per profile
 
 def test_study_budgets_belong_to_the_profile():
-    # The paper profile runs every study at the paper's own budget: no epoch override.
+    # What each plan must do, not what it happens to hold: the paper profile runs every study
+    # at the paper's own budget (no override of the profile's epochs, videos or data) and over
+    # the paper's grid (τ × Δl: 20 cells; 4 PAS weights); every demo arm comparison where seed
+    # noise dominates (02, 03, 04, 07) gets >= 5 distinct seeds (issue 17); a cheaper sweep
+    # trains fewer epochs than the profile; smoke stays seconds long (1 seed, 1 epoch).
     paper, demo, smoke = (studies.plan_for(name) for name in ("paper", "demo", "smoke"))
-    assert paper.pas_overrides == {} and paper.sensitivity_overrides == {}
-    assert demo.sensitivity_overrides == {"optim.epochs": 4} and demo.pas_overrides == {}
-    assert smoke.seeds == (0,) and smoke.sensitivity_overrides["optim.epochs"] == 1
+    budget_keys = {"optim.epochs", "data.limit_videos", "data.synthetic_videos"}
+    assert not budget_keys & {*paper.pas_overrides, *paper.sensitivity_overrides, *paper.occurrence_overrides}
     assert len(paper.taus) * len(paper.deltas) == 20 and len(paper.pas_weights) == 4
-    assert demo.seeds == demo.pas_seeds == demo.occurrence_seeds == (0, 1, 2, 3, 4) and demo.recipe_seeds == (0, 1, 2)
-    assert smoke.occurrence_seeds == (0,) and smoke.occurrence_overrides["optim.epochs"] == 1
-    assert len(paper.occurrence_seeds) == 3 and paper.occurrence_overrides == {}
+    for seeds in (demo.seeds, demo.pas_seeds, demo.occurrence_seeds):
+        assert len(set(seeds)) == len(seeds) >= 5
+    assert len(set(demo.recipe_seeds)) >= 3
+    assert demo.sensitivity_overrides["optim.epochs"] < resolve("demo").optim.epochs
+    for plan_seeds in (smoke.seeds, smoke.pas_seeds, smoke.occurrence_seeds, smoke.recipe_seeds):
+        assert len(plan_seeds) == 1
+    assert smoke.sensitivity_overrides["optim.epochs"] == smoke.occurrence_overrides["optim.epochs"] == 1
     with pytest.raises(KeyError, match="no study plan for profile 'laptop'"):
         studies.plan_for("laptop")
 

@@ -19,11 +19,6 @@ def test_history_columns_map_to_grouped_tags():
     assert scalar_tag("diagnostic") == "diagnostic"
 
 
-def test_tensorboard_is_off_by_default():
-    for profile in ("paper", "demo", "smoke"):
-        assert resolve(profile).tensorboard is False
-
-
 def test_a_run_with_tensorboard_logs_every_history_column_per_epoch(tmp_path):
     pytest.importorskip("tensorboard", reason="TensorBoard is an optional extra: pip install -e '.[monitor]'")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

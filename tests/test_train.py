@@ -20,7 +20,7 @@ from protoef.config import resolve
 from protoef.data import EchoNet, read_file_list
 from protoef.training.build import data_root, load_run
 from protoef.training.lifecycle import fit
-from protoef.training.runs import CheckpointError, load_checkpoint
+from protoef.training.runs import CheckpointError, RunDir, load_checkpoint
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -55,6 +55,16 @@ def test_run_directory_is_complete_and_well_formed(finished_run, cache):
     assert history["seconds_train"].gt(0).all() and history["seconds_val"].gt(0).all()
     # Nothing plots inside a run: the prototype pictures are drawn afterwards, on request.
     assert not list((out / "prototypes").glob("*.png")) and not list((out / "prototypes").glob("*.gif"))
+    assert not (out / "tensorboard").exists()  # TensorBoard only when asked for (config.tensorboard)
+    # The run-directory object finds the same files, and reads them as the files say.
+    run = RunDir(out)
+    assert run.finished and run.resumable and run.has_prototypes
+    assert run.checkpoint("final") == out / "checkpoints" / "final.pt" and run.prototype_file(3) == out / "prototypes" / "prototype_03.npz"
+    assert run.read_config() == config and run.read_history().equals(history)
+    table, artefacts = run.read_prototypes()
+    assert sorted(artefacts) == sorted(table["prototype"]) and {"feature", "occurrence_map"} <= set(artefacts[0])
+    with pytest.raises(ValueError, match="no checkpoint 'middle'"):
+        run.checkpoint("middle")
     metrics = json.loads((out / "metrics.json").read_text())
     for split in ("val", "test"):
         for stage in ("pre_push", "post_push"):

@@ -25,9 +25,10 @@ from .plots import overlay
 from ..data.echonet import EchoNet, gather_clips, normalise_clips
 from ..data.video import read_video
 from ..model import ProtoEFNet, eval_mode
+from ..training import runs
 
 __all__ = [
-    "upsample_maps", "take_clip", "clip_frames", "model_input", "read_prototypes", "push_dataset",
+    "upsample_maps", "take_clip", "clip_frames", "model_input", "prototype_maps", "push_dataset",
     "save_prototype_gallery", "explain_clip", "explain_video", "plot_local_explanation",
 ]
 log = logging.getLogger(__name__)
@@ -76,30 +77,21 @@ def model_input(frames: np.ndarray, dataset) -> Tensor:
 
 # --------------------------------------------------------------------------- prototype gallery
 
-def _prototype_dir(run_dir) -> pathlib.Path:
-    run_dir = pathlib.Path(run_dir)
-    return run_dir / "prototypes" if (run_dir / "prototypes" / "prototypes.csv").is_file() else run_dir
-
-
-def read_prototypes(run_dir) -> tuple[pd.DataFrame, dict[int, np.ndarray]]:
-    """A run's ``prototypes/prototypes.csv`` and each prototype's occurrence map (T', H', W')
-    from ``prototype_XX.npz``. `run_dir` may be the run or its ``prototypes/`` folder."""
-    folder = _prototype_dir(run_dir)
-    table = pd.read_csv(folder / "prototypes.csv")
-    maps = {int(j): np.load(folder / f"prototype_{int(j):02d}.npz")["occurrence_map"] for j in table["prototype"]}
-    return table, maps
+def prototype_maps(run_dir) -> tuple[pd.DataFrame, dict[int, np.ndarray]]:
+    """A run's prototypes table and each prototype's stored occurrence map (T', H', W')
+    (`runs.RunDir.read_prototypes`). `run_dir` may be the run or its ``prototypes/`` folder."""
+    table, artefacts = runs.RunDir.containing(run_dir).read_prototypes()
+    return table, {prototype: artefact["occurrence_map"] for prototype, artefact in artefacts.items()}
 
 
 def push_dataset(run_dir, *, data=None) -> EchoNet:
     """The TRAIN split a run pushed its prototypes onto, with the run's clip length, period,
     size and normalisation (from its ``config.json``). ``data`` replaces the run's data root
     (a run trained elsewhere); a synthetic set is regenerated if it is missing."""
-    import json
-
     from ..config import from_dict
     from ..training.build import split_dataset
 
-    config = from_dict(json.loads((pathlib.Path(run_dir) / "config.json").read_text()))
+    config = from_dict(runs.RunDir(run_dir).read_config())
     if data is not None:
         config.data.root = str(data)
     return split_dataset(config, "TRAIN", clips="deterministic")
@@ -117,10 +109,10 @@ def save_prototype_gallery(run_dir, dataset=None, *, frames_per_strip: int = 8, 
 
     Not part of training (nothing plots inside a run): notebook 08 and ``python -m protoef
     gallery RUN`` call it. ~0.3 s per prototype on a CPU core."""
-    folder = _prototype_dir(run_dir)
+    run = runs.RunDir.containing(run_dir)
     if dataset is None:
-        dataset = push_dataset(folder.parent)
-    table, maps = read_prototypes(folder)
+        dataset = push_dataset(run)
+    table, maps = prototype_maps(run)
     written, cells = [], []
     for row in table.itertuples():
         j = int(row.prototype)
@@ -138,17 +130,17 @@ def save_prototype_gallery(run_dir, dataset=None, *, frames_per_strip: int = 8, 
                  f"{row.source_filename}, clip from frame {first}")
         figure = plots.image_strip(list(rgb[picks]), titles=[f"frame {first + k * dataset.period}" for k in picks],
                                    suptitle=title)
-        written.append(plots.save_figure(figure, folder / f"prototype_{j:02d}.png"))
+        written.append(plots.save_figure(figure, run.prototype_file(j, ".png")))
         if gif:
-            plots.save_gif(rgb, folder / f"prototype_{j:02d}.gif")
-            written.append(folder / f"prototype_{j:02d}.gif")
+            plots.save_gif(rgb, run.prototype_file(j, ".gif"))
+            written.append(run.prototype_file(j, ".gif"))
         peak = int(heat.reshape(len(heat), -1).mean(axis=1).argmax())
         cells.append((float(row.ef_label), j, rgb[peak]))
     cells.sort(key=lambda cell: (cell[0], cell[1]))
     figure = plots.image_grid([image for *_, image in cells], titles=[f"#{j} · EF {ef:.1f}" for ef, j, _ in cells],
                               ncols=min(8, max(1, math.ceil(math.sqrt(len(cells))))),
                               suptitle="Prototypes by EF label (frame of strongest occurrence)")
-    written.append(plots.save_figure(figure, folder / "gallery.png"))
+    written.append(plots.save_figure(figure, run.gallery_file))
     return written
 
 
@@ -217,7 +209,7 @@ def plot_local_explanation(explanation: dict, run_dir=None, *, source=None, fram
     clip = explanation["frames"]
     length, size = len(clip), clip.shape[1:]
     period = int(explanation.get("period", 1))
-    table, proto_maps = read_prototypes(run_dir) if run_dir is not None else (None, {})
+    table, proto_maps = prototype_maps(run_dir) if run_dir is not None else (None, {})
     picks = plots.frame_picks(length, frames)
     start = int(explanation.get("clip_start", 0))
     rows = []

@@ -20,7 +20,6 @@ lowest a TRAIN clip reaches: metrics.json ``train_similarity``), each explained 
 """
 from __future__ import annotations
 
-import json
 import logging
 import pathlib
 
@@ -31,6 +30,7 @@ from tqdm.auto import tqdm
 
 from ..config import Config
 from ..diagnostics import top_prototypes
+from ..training import runs
 from ..data import minimum_frames as data_minimum_frames
 from ..data import VideoReadError, clip_starts, intensity_statistics, gather_clips, normalise_clips, probe_video, read_video
 
@@ -79,14 +79,14 @@ def minimum_frames(config: Config) -> int:
 def training_reference(run_dir) -> dict | None:
     """The training videos' summary a run recorded (environment.json ``training_videos``):
     aspect and frame-rate ranges; None for a run written before it was recorded."""
-    path = pathlib.Path(run_dir) / "environment.json"
+    run = runs.RunDir(run_dir)
     try:
-        reference = json.loads(path.read_text()).get("training_videos")
+        reference = run.read_environment().get("training_videos")
     except (OSError, ValueError):
         return None
     if reference is not None:
         try:  # the TRAIN clips' best similarity to the final prototypes (metrics.json, since issue 20)
-            similarity = json.loads((pathlib.Path(run_dir) / "metrics.json").read_text()).get("train_similarity")
+            similarity = run.read_metrics().get("train_similarity")
         except (OSError, ValueError):
             similarity = None
         if similarity and "minimum" in similarity:
@@ -201,11 +201,11 @@ def predict_videos(model, config: Config, paths, *, explain_dir=None, prototype_
         video, starts = _clips_of(frames, config)
         output = model(video.to(device))
         row["num_clips"] = len(starts)
-        if isinstance(output, torch.Tensor):  # the black box
-            rows.append({**row, "prediction": float(output.mean())})
+        row["prediction"] = float(output.ef.mean())
+        if "weights" not in output.per_clip():  # a model without prototypes has nothing more to say
+            rows.append(row)
             continue
         weights = output.weights.mean(0).cpu().numpy()  # (P,) averaged over clips
-        row["prediction"] = float(output.ef.mean())
         row["max_similarity"] = float(output.similarities.amax())
         similarity = similarity_warning(row["max_similarity"], reference)
         row["similarity_unlike_training"] = similarity["similarity_unlike_training"]
@@ -229,8 +229,8 @@ def predict_videos(model, config: Config, paths, *, explain_dir=None, prototype_
 def _prototype_table(prototype_dir):
     if prototype_dir is None:
         return None
-    path = pathlib.Path(prototype_dir) / "prototypes.csv"
-    return pd.read_csv(path).set_index("prototype") if path.is_file() else None
+    run = runs.RunDir.containing(prototype_dir)
+    return pd.read_csv(run.prototypes_table_file).set_index("prototype") if run.has_prototypes else None
 
 
 def _save_explanation(model, video, starts, path, explain_dir, prototype_dir, config) -> None:
@@ -245,7 +245,7 @@ def _save_explanation(model, video, starts, path, explain_dir, prototype_dir, co
         explanation = explain_clip(model, video[0], frames=first_clip, clip_start=starts[0], period=config.data.period)
         explanation["filename"] = pathlib.Path(path).name
         source = _training_root(config)
-        run_dir = pathlib.Path(prototype_dir).parent if prototype_dir is not None else None
+        run_dir = runs.RunDir.containing(prototype_dir) if prototype_dir is not None else None
         figure = plot_local_explanation(explanation, run_dir, source=source)
         save_figure(figure, pathlib.Path(explain_dir) / f"{pathlib.Path(path).stem}.png")
     except Exception as error:  # noqa: BLE001

@@ -19,6 +19,7 @@ from ..analysis.plots import embedding_scatter, overlay
 from ..data import EchoNet, read_file_list
 from ..diagnostics import far_near_angles, pairwise_angles
 from ..metrics import regression_metrics
+from ..training.runs import RunDir
 
 __all__ = ["ef_histograms", "example_frames", "volume_curve", "learning_curves", "prediction_scatter", "bland_altman",
            "angle_matrix_figure", "label_gap_angle_figure", "embedding_figure", "sweep_heatmaps",
@@ -284,18 +285,13 @@ def image_figure(path, *, title: str | None = None, width: float = 10.0) -> Figu
 
 
 # --------------------------------------------------------------------------- the two recipes
-def _attention(run) -> dict:
-    with np.load(pathlib.Path(run) / "test_attention.npz") as stored:
-        return {name: stored[name] for name in stored.files}
-
-
 def attention_figure(runs: dict) -> Figure:
     """β of every test video (rows, sorted by true EF) over the prototypes (columns, sorted
     by EF label), one panel per ``{title: run}``; the dots mark, per row, the prototype whose
     label is nearest the true EF (where a β that points at the answer would be bright)."""
     figure = Figure(figsize=(4.6 * len(runs), 4.6), layout="constrained")
     axes = np.atleast_1d(figure.subplots(1, len(runs)))
-    attention = {title: _attention(run) for title, run in runs.items()}
+    attention = {title: RunDir(run).read_attention() for title, run in runs.items()}
     top = max(float(stored["weights"].max()) for stored in attention.values())  # one scale: flat reads as dark
     for ax, (title, stored) in zip(axes, attention.items()):
         rows, columns = np.argsort(stored["ef"], kind="stable"), np.argsort(stored["prototype_labels"], kind="stable")

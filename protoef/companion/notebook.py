@@ -95,22 +95,13 @@ def ensure_run(profile: str, name: str, overrides: dict | None = None, *, data: 
     (`runs.is_runtime_difference`); another data folder does. ``path`` points at an existing run elsewhere (e.g. from a GPU box)."""
     out = pathlib.Path(path) if path else run_dir(profile, name)
     config = config_for(profile, overrides, data=data)
-    resume = (out / "checkpoints" / "last.pt").is_file()
-    if (out / "metrics.json").is_file() or resume:
-        # config.json and the checkpoint the run's results come from must both match: an
-        # edited config.json does not make a τ = 0.2 run a τ = 0.5 one.
-        checkpoint = out / "checkpoints" / ("final.pt" if (out / "metrics.json").is_file() else "last.pt")
-        stored_configs = [("", runs.read_config(out))]
-        if checkpoint.is_file():
-            stored_configs.append((f" (by its checkpoints/{checkpoint.name}, whatever config.json says)",
-                                   runs.load_checkpoint(checkpoint)["config"]))
-        for source, stored in stored_configs:
-            differences = runs.config_differences(stored, config.to_dict())
-            if differences:
-                listed = ", ".join(f"{key} (run: {old!r}, requested: {new!r})" for key, (old, new) in differences.items())
-                raise ValueError(f"{out}: holds a run of another config{source}: {listed}. Give these settings another "
-                                 "run name, or delete the run (./run_all.sh --force retrains every run)")
-    if (out / "metrics.json").is_file():
+    run = runs.RunDir(out)
+    resume = run.resumable
+    if run.finished or resume:
+        run.require_config(config.to_dict(), checkpoint="final" if run.finished else "last",
+                           remedy="Give these settings another run name, or delete the run (./run_all.sh --force "
+                                  "retrains every run)")
+    if run.finished:
         return out
     fit(config, out, resume=resume)
     return out
@@ -154,13 +145,9 @@ def _progress_output(output: dict) -> bool:
 
 def read_run(out) -> dict:
     """config, metrics, history and predictions of a finished run, as plain objects."""
-    out = pathlib.Path(out)
-    return {
-        "config": json.loads((out / "config.json").read_text()),
-        "metrics": json.loads((out / "metrics.json").read_text()),
-        "history": pd.read_csv(out / "history.csv"),
-        "predictions": pd.read_csv(out / "predictions.csv"),
-    }
+    run = runs.RunDir(out)
+    return {"config": run.read_config(), "metrics": run.read_metrics(), "history": run.read_history(),
+            "predictions": run.read_predictions()}
 
 
 def dataset_root(profile: str, *, data: str | None = None) -> pathlib.Path:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 
 from ..config import PAPER_RECIPE, REMEDIES, Config
+from ..training.runs import RunDir
 from . import notebook
 
 __all__ = ["StudyPlan", "STUDY_PLANS", "PAPER_OCCURRENCE_WEIGHT", "plan_for", "occurrence_weights_for", "seed_runs",
@@ -97,7 +98,7 @@ def run_sweep(profile: str, planned: dict, *, data=None, executor="auto") -> dic
 
     todo = []
     for name, values in planned.values():
-        if (notebook.run_dir(profile, name) / "metrics.json").is_file():
+        if RunDir(notebook.run_dir(profile, name)).finished:
             notebook.ensure_run(profile, name, values, data=data)  # reused: check it now
         else:
             todo.append(executors.Job(profile, name, values, data=data))

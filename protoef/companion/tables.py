@@ -4,15 +4,14 @@ seeds, paired differences, per-stage metrics, IoU summaries. Inputs are run dire
 """
 from __future__ import annotations
 
-import json
 import math
-import pathlib
 
 import numpy as np
 import pandas as pd
 
 from ..diagnostics import LOCAL_WINDOW, TOP1_WINDOW, far_near_angles
 from ..metrics import bootstrap_paired_difference, regression_metrics
+from ..training.runs import RunDir
 
 __all__ = ["HEADLINE", "DIAGNOSTIC_COLUMNS", "METRIC_COLUMNS", "prototype_vectors", "run_table", "gradient_shares",
            "mean_std", "format_mean_std", "t_interval", "paired_seed_difference", "metrics_table", "compare_models",
@@ -30,13 +29,9 @@ METRIC_COLUMNS = ["mae", "rmse", "r2", "f1_40", "f1_50", "auroc_40", "mae_lt40",
 # --------------------------------------------------------------------------- one row per run
 def prototype_vectors(run) -> tuple[np.ndarray, np.ndarray]:
     """(prototypes (P, D), labels (P,)) of a finished ProtoEFNet run after the push, read
-    from its prototype artefacts (``prototypes/prototype_XX.npz``)."""
-    folder = pathlib.Path(run) / "prototypes"
-    table = pd.read_csv(folder / "prototypes.csv")
-    vectors = []
-    for j in table["prototype"]:
-        with np.load(folder / f"prototype_{j:02d}.npz") as stored:
-            vectors.append(stored["feature"].astype(np.float64))
+    from its prototype artefacts (`RunDir.read_prototypes`)."""
+    table, artefacts = RunDir(run).read_prototypes()
+    vectors = [artefacts[int(j)]["feature"].astype(np.float64) for j in table["prototype"]]
     return np.stack(vectors), table["ef_label"].to_numpy(np.float64)
 
 
@@ -48,7 +43,7 @@ def gradient_shares(history: pd.DataFrame, *, target: str = "prototypes") -> pd.
     return norms.div(norms.sum(axis=1).replace(0, np.nan), axis=0).mean()
 
 
-def run_table(runs: dict, keys=("seed",)) -> pd.DataFrame:
+def run_table(run_dirs: dict, keys=("seed",)) -> pd.DataFrame:
     """One row per run of ``{key: run directory}``: the key fields (`keys` name the parts
     of a tuple key), every TEST metric of the headline stage (after the push; "final" for
     the black box) and, for ProtoEFNet, the push, PAS and geometry columns:
@@ -59,22 +54,22 @@ def run_table(runs: dict, keys=("seed",)) -> pd.DataFrame:
     from ..analysis.embeddings import label_angle_rank_correlation
 
     rows = []
-    for key, run in runs.items():
-        run = pathlib.Path(run)
-        metrics = json.loads((run / "metrics.json").read_text())
+    for key, path in run_dirs.items():
+        run = RunDir(path)
+        metrics = run.read_metrics()
         stage = "post_push" if "post_push" in metrics["test"] else "final"
         test = metrics["test"][stage]
         row = {**dict(zip(keys, key if isinstance(key, tuple) else (key,))), **test}
         row["mae_ratio_trivial"] = test["mae"] / metrics["trivial"]["test_mae"]
         if "pre_push" in metrics["test"]:
-            delta = json.loads((run / "config.json").read_text())["loss"]["delta"]
+            delta = run.read_config()["loss"]["delta"]
             prototypes, labels = prototype_vectors(run)
             row["push_mae_change"] = test["mae"] - metrics["test"]["pre_push"]["mae"]
             row["distinct_sources"] = metrics["push"]["distinct_sources"]
             row["far_pair_angle_initial"] = metrics["initial"]["far_pair_angle"]
             row["angle_near"] = far_near_angles(prototypes, labels, delta)[1]
             row["rank_corr"] = label_angle_rank_correlation(prototypes, labels)
-            row["pas_gradient_share"] = gradient_shares(pd.read_csv(run / "history.csv")).get("pas", np.nan)
+            row["pas_gradient_share"] = gradient_shares(run.read_history()).get("pas", np.nan)
         rows.append(row | {"run": str(run)})
     return pd.DataFrame(rows)
 
@@ -151,23 +146,23 @@ def compare_models(predictions_a: pd.DataFrame, predictions_b: pd.DataFrame, *, 
 # Each returns a Series indexed by filename, the input of `intervals.per_video_grid`.
 def absolute_errors(run) -> pd.Series:
     """|prediction − EF| per TEST video of a finished run (its predictions.csv)."""
-    predictions = pd.read_csv(pathlib.Path(run) / "predictions.csv").set_index("filename")
+    predictions = RunDir(run).read_predictions().set_index("filename")
     return (predictions["prediction"] - predictions["ef"]).abs()
 
 
 def top1_hits(run, window: float = TOP1_WINDOW) -> pd.Series:
     """1.0 where the top-β prototype's label is within ±`window` EF points of the truth
     (inclusive), else 0.0, per TEST video (predictions.csv); its mean is ``top1_label_within_10``."""
-    predictions = pd.read_csv(pathlib.Path(run) / "predictions.csv").set_index("filename")
+    predictions = RunDir(run).read_predictions().set_index("filename")
     return ((predictions["top1_label"] - predictions["ef"]).abs() <= window).astype(np.float64)
 
 
 def beta_mass_near_truth(run, window: float = LOCAL_WINDOW) -> pd.Series:
     """Per TEST video, the β mass on prototypes whose label is within ±`window` EF points of
     the truth (inclusive; test_attention.npz); its mean is ``beta_mass_within_10``."""
-    with np.load(pathlib.Path(run) / "test_attention.npz") as stored:
-        near = np.abs(stored["prototype_labels"][None, :] - stored["ef"][:, None]) <= window
-        return pd.Series((stored["weights"] * near).sum(axis=1), index=stored["filename"].astype(str))
+    stored = RunDir(run).read_attention()
+    near = np.abs(stored["prototype_labels"][None, :] - stored["ef"][:, None]) <= window
+    return pd.Series((stored["weights"] * near).sum(axis=1), index=stored["filename"].astype(str))
 
 
 def iou_above_chance(table: pd.DataFrame) -> pd.Series:

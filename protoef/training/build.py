@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader
 from ..config import Config, from_dict, get_key
 from ..data import DataError, EchoNet, collate_clips
 from ..data.synthetic import SPLIT_FRACTIONS
-from ..losses import ProtoEFLoss
+from ..losses import MSELoss, ProtoEFLoss, WeightedLoss
 from ..model import BlackBoxRegressor, ProtoEFNet, build_backbone
 from . import runs
 
@@ -153,10 +153,12 @@ def build_model(config: Config, *, weights=None, label_range=None) -> torch.nn.M
                       output_stride=m.output_stride, frozen_stages=m.frozen_stages)
 
 
-def build_loss(config: Config) -> ProtoEFLoss:
-    """ProtoEFLoss with the config's weights, Δl (delta), k and p: each LossConfig field is
-    the ProtoEFLoss argument of the same name."""
-    return ProtoEFLoss(**dataclasses.asdict(config.loss))
+def build_loss(config: Config) -> WeightedLoss:
+    """The run's loss, one protocol for every model (`protoef.losses.WeightedLoss`): the MSE
+    for the black box; for ProtoEFNet, ProtoEFLoss with the config's weights, Δl (delta), k and p."""
+    if config.model.kind == "blackbox":
+        return MSELoss()
+    return ProtoEFLoss(**dataclasses.asdict(config.loss))  # each LossConfig field is the argument of the same name
 
 
 def build_optimizer(model, config: Config) -> torch.optim.Optimizer:
@@ -212,13 +214,13 @@ def load_run(path, *, device: str = "cpu") -> tuple[torch.nn.Module, Config, str
     pushed onto real clips), and the description says so."""
     path = pathlib.Path(path)
     if path.is_dir():
-        final = path / "checkpoints" / "final.pt"
-        if not final.is_file():
+        run = runs.RunDir(path)
+        if not run.checkpoint("final").is_file():
             raise runs.CheckpointError(
-                f"{path}: no checkpoints/final.pt, so this is not a finished run (training was interrupted before "
-                f"the push, or it is no run directory). Finish it with `python -m protoef train --resume --out {path}`, "
-                f"or pass {path / 'checkpoints' / 'best.pt'} explicitly to use the un-pushed best epoch")
-        path = final
+                f"{path}: no {run.checkpoint('final').relative_to(path)}, so this is not a finished run (training was "
+                f"interrupted before the push, or it is no run directory). Finish it with `python -m protoef train "
+                f"--resume --out {path}`, or pass {run.checkpoint('best')} explicitly to use the un-pushed best epoch")
+        path = run.checkpoint("final")
     state = runs.load_checkpoint(path)
     config = from_dict(state["config"])
     config.model.weights = None  # the checkpoint carries every weight

@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 from ..config import Config, from_dict, set_key
 from ..data import compute_mean_std, oversampling_sampler, read_file_list
 from ..diagnostics import far_pair_angle_degrees, result_warnings, top_prototypes
+from ..losses import MSELoss
 from ..model import ProtoEFNet, unwrap
 from . import runs
 from .build import (RunContext, build_loss, build_model, build_optimizer, data_root, make_loader,
@@ -48,7 +49,7 @@ __all__ = ["fit", "finish", "ensure_warm_start"]
 class _Run:
     """What the three steps of `fit` hand each other."""
     config: Config
-    out: pathlib.Path
+    out: runs.RunDir
     context: RunContext
     sets: dict
     model: torch.nn.Module
@@ -59,14 +60,6 @@ class _Run:
     best: float = -math.inf
     history: list = dataclasses.field(default_factory=list)
     start_epoch: int = 0
-
-    @property
-    def best_path(self) -> pathlib.Path:
-        return self.out / "checkpoints" / "best.pt"
-
-    @property
-    def last_path(self) -> pathlib.Path:
-        return self.out / "checkpoints" / "last.pt"
 
     @property
     def delta(self) -> float | None:  # the label window of the diagnostics; None for the black box
@@ -90,16 +83,16 @@ def _one_writer(fit_run):
 @_one_writer
 def fit(config: Config, out_dir, *, resume: bool = False) -> dict:
     """Train, push and evaluate one model; everything lands in ``out_dir``. Returns metrics.json."""
-    out = pathlib.Path(out_dir)
-    if resume and (out / "metrics.json").is_file():
-        _resumed_config(out, config, runs.read_config(out))  # a finished run of another config is no answer
+    out = runs.RunDir(out_dir)
+    if resume and out.finished:
+        _resumed_config(out, config)  # a finished run of another config is no answer
         try:  # finished only if its final checkpoint reads back
-            runs.load_checkpoint(out / "checkpoints" / "final.pt")
-            return pd.read_json(out / "metrics.json", typ="series").to_dict()  # finished already
+            out.load_checkpoint("final")
+            return out.read_metrics()  # finished already
         except runs.CheckpointError as error:
             print(f"[train] {error}; re-running the end of the run (best checkpoint → push → test) to rewrite it")
-            (out / "metrics.json").unlink()  # no longer a finished run until the end is re-run
-    if not resume and (out / "checkpoints" / "last.pt").exists():
+            out.metrics_file.unlink()  # no longer a finished run until the end is re-run
+    if not resume and out.resumable:
         raise FileExistsError(f"{out}: holds a run already; pass resume=True (--resume) or choose a new directory")
     started = time.perf_counter()
     run = _start(config, out, resume=resume)
@@ -115,13 +108,12 @@ def fit(config: Config, out_dir, *, resume: bool = False) -> dict:
 
 
 # ----------------------------------------------------------------------------- start
-def _start(config: Config, out: pathlib.Path, *, resume: bool) -> _Run:
+def _start(config: Config, out: runs.RunDir, *, resume: bool) -> _Run:
     """Config (the stored one for a resume), data, model, optimiser and scheduler."""
     context = RunContext(config)
-    last_path = out / "checkpoints" / "last.pt"
-    state = runs.load_checkpoint(last_path) if resume and last_path.exists() else None
+    state = out.load_checkpoint("last") if resume and out.resumable else None
     if state is not None:
-        config = _resumed_config(out, config, state["config"])  # the run's own config, or a clear refusal
+        config = _resumed_config(out, config, checkpoint="last")  # the run's own config, or a clear refusal
     elif resume:
         print(f"[train] {out}: no complete epoch to resume from; starting the run from the beginning")
     torch.manual_seed(config.seed)
@@ -139,9 +131,9 @@ def _start(config: Config, out: pathlib.Path, *, resume: bool) -> _Run:
     label_range = ((float(sets["train"].efs.min()), float(sets["train"].efs.max())) if config.model.labels_from_train
                    else (config.model.label_min, config.model.label_max))
     if context.main:
-        runs.atomic_write_text(out / "config.json", config.to_json() + "\n")
+        out.write_config(config.to_json() + "\n")
         environment = runs.environment(context.device)
-        runs.write_json(out / "environment.json", environment | {
+        out.write_environment(environment | {
             "data_root": str(root), "training_videos": sets["train"].video_summary()
             | sets["train"].intensity_summary()})  # what predict compares with
         for problem in environment["numerics"]["problems"]:
@@ -177,16 +169,15 @@ def _start(config: Config, out: pathlib.Path, *, resume: bool) -> _Run:
     return run
 
 
-def _resumed_config(out: pathlib.Path, requested: Config, stored: dict) -> Config:
-    """The run's own config for a resume. A requested value that differs from it is refused
-    (naming the keys), except where and how it runs (`runs.is_runtime_difference`), which
-    is applied and reported."""
-    differences = runs.config_differences(stored, requested.to_dict(), runtime=True)
-    refused = {key: pair for key, pair in differences.items() if not runs.is_runtime_difference(key, *pair)}
-    if refused:
-        listed = ", ".join(f"{key} (run: {old!r}, requested: {new!r})" for key, (old, new) in refused.items())
-        raise ValueError(f"{out}: cannot resume with a different config: {listed}. A resumed run keeps its own "
-                         "config; drop these overrides to finish it as it was, or train a new run in another directory")
+def _resumed_config(out: runs.RunDir, requested: Config, *, checkpoint: str | None = None) -> Config:
+    """The run's own config for a resume (the one in `checkpoint`, else config.json). A
+    requested value that differs from it is refused (`runs.RunDir.require_config`, naming
+    the keys), except where and how it runs (`runs.is_runtime_difference`), which is
+    applied and reported."""
+    stored, differences = out.require_config(
+        requested.to_dict(), checkpoint=checkpoint, refusal="cannot resume with a different config",
+        remedy="A resumed run keeps its own config; drop these overrides to finish it as it was, or train a new "
+               "run in another directory")
     config = from_dict(stored)
     for key, (old, new) in differences.items():
         set_key(config, key, new)
@@ -209,7 +200,7 @@ def ensure_warm_start(config: Config) -> pathlib.Path:
     print(f"[train] warm start: pretraining the {config.model.backbone} backbone once on a disjoint synthetic corpus "
           f"→ {folder} (reused afterwards)")
     run = folder / "run"
-    fit(pretrain, run, resume=(run / "checkpoints" / "last.pt").is_file())
+    fit(pretrain, run, resume=runs.RunDir(run).resumable)
     return save_backbone_weights(run, path)
 
 
@@ -232,7 +223,7 @@ def _train(run: _Run) -> None:
     if config.tensorboard and context.main:
         from .tracking import TensorBoardLog
 
-        tracker = TensorBoardLog(run.out)
+        tracker = TensorBoardLog(run.out.path)
     for epoch in range(run.start_epoch, config.optim.epochs):
         seed = _epoch_seed(config, epoch)
         torch.manual_seed(seed)
@@ -270,9 +261,9 @@ def _train(run: _Run) -> None:
                       "scheduler": run.scheduler.state_dict(), "epoch": epoch, "best_val_r2": run.best,
                       "history": run.history, "config": config.to_dict(), "kind": config.model.kind}
         if improved:
-            runs.save_checkpoint(run.best_path, checkpoint)
-        runs.write_csv(run.out / "history.csv", pd.DataFrame(run.history))
-        runs.save_checkpoint(run.last_path, checkpoint)  # last: it marks the epoch as complete
+            run.out.save_checkpoint("best", checkpoint)
+        run.out.write_history(pd.DataFrame(run.history))
+        run.out.save_checkpoint("last", checkpoint)  # last: it marks the epoch as complete
         if context.distributed:
             dist.barrier()
     if tracker is not None:
@@ -288,7 +279,7 @@ def finish(model, config: Config, sets: dict, context: RunContext, out, *, initi
     angle), kept beside the trained ones so a reader sees whether PAS moved anything.
     ``timings.json`` gets the wall clock of every stage (`seconds`: those before this one),
     apart from metrics.json so that the numbers stay comparable bit for bit."""
-    out = pathlib.Path(out)
+    out = runs.RunDir(out)
     seconds = dict(seconds or {})
     clock = [time.perf_counter()]
 
@@ -297,7 +288,7 @@ def finish(model, config: Config, sets: dict, context: RunContext, out, *, initi
         seconds[stage] = now - clock[0]
         clock[0] = now
     delta = config.loss.delta if isinstance(model, ProtoEFNet) else None
-    state = runs.load_checkpoint(out / "checkpoints" / "best.pt", map_location=context.device)
+    state = out.load_checkpoint("best", map_location=context.device)
     model.load_state_dict(state["model"])
     best_epoch = state["epoch"] + 1
     eval_batch = max(1, config.data.batch_size // max(1, config.data.test_clips))
@@ -339,15 +330,15 @@ def finish(model, config: Config, sets: dict, context: RunContext, out, *, initi
     for note in metrics["warnings"]:
         print(f"[train] warning: {note}")
     _save_predictions(out, model, predictions)
-    runs.save_checkpoint(out / "checkpoints" / "final.pt", {"model": model.state_dict(), "config": config.to_dict(),
-                                                                "kind": config.model.kind, "epoch": best_epoch - 1})
+    out.save_checkpoint("final", {"model": model.state_dict(), "config": config.to_dict(), "kind": config.model.kind,
+                                  "epoch": best_epoch - 1})
     headline = metrics["test"].get("post_push", metrics["test"].get("final"))
     print(f"[train] test ({'after push' if stage == 'pre_push' else 'final'}): MAE {headline['mae']:.2f}  "
           f"RMSE {headline['rmse']:.2f}  R² {headline['r2']:.3f}  F1(<40) {headline['f1_40']:.3f}")
     lap("files")
-    runs.write_json(out / "timings.json", {"seconds": seconds, "total_seconds": sum(  # diagnostics: within epochs_train
+    out.write_timings({"seconds": seconds, "total_seconds": sum(  # diagnostics: within epochs_train
         value for stage, value in seconds.items() if stage != "epochs_diagnostics")})
-    runs.write_json(out / "metrics.json", metrics)  # written last: its presence marks a finished run
+    out.write_metrics(metrics)  # written last: its presence marks a finished run
     return metrics
 
 
@@ -362,7 +353,7 @@ def _head_epochs(model, config: Config, sets: dict, context: RunContext) -> None
         parameter.requires_grad_(False)
     model.theta.requires_grad_(True)
     head_optimizer = torch.optim.Adam([model.theta], lr=config.optim.lr_head)
-    head_loss = lambda output, target, core, **_: (torch.nn.functional.mse_loss(output.ef, target), {})  # noqa: E731
+    head_loss = MSELoss()  # θ alone fits the EF: no prototype term may move the pushed prototypes
     for epoch in range(config.optim.head_epochs_after_push):
         torch.manual_seed(config.seed + 10_000 + epoch)
         train_epoch(model, make_loader(sets["push"], config, shuffle_seed=config.seed + epoch), head_loss,
@@ -371,23 +362,21 @@ def _head_epochs(model, config: Config, sets: dict, context: RunContext) -> None
         parameter.requires_grad_(True)
 
 
-def _save_prototypes(out: pathlib.Path, result: PushResult) -> None:
+def _save_prototypes(out: runs.RunDir, result: PushResult) -> None:
     """The prototype artefacts as data; the pictures are drawn from them later (`protoef.analysis.explain`)."""
-    folder = out / "prototypes"
-    runs.write_csv(folder / "prototypes.csv", result.table)
-    for row, occurrence_map in zip(result.table.itertuples(), result.occurrence_maps):
-        runs.write_npz(folder / f"prototype_{row.prototype:02d}.npz", occurrence_map=occurrence_map,
-                       feature=result.prototypes[row.prototype].numpy(), ef_label=row.ef_label,
-                       source_filename=row.source_filename, clip_start=row.clip_start)
+    out.write_prototypes(result.table, {
+        row.prototype: {"occurrence_map": occurrence_map, "feature": result.prototypes[row.prototype].numpy(),
+                        "ef_label": row.ef_label, "source_filename": row.source_filename, "clip_start": row.clip_start}
+        for row, occurrence_map in zip(result.table.itertuples(), result.occurrence_maps)})
 
 
-def _save_predictions(out: pathlib.Path, model, predictions: dict) -> None:
+def _save_predictions(out: runs.RunDir, model, predictions: dict) -> None:
     """predictions.csv (per test video: EF, prediction, top-3 prototypes) and, for
     ProtoEFNet, test_attention.npz (β and s over every prototype, for the diagnostics figures)."""
     table = pd.DataFrame({"filename": predictions["filename"], "ef": predictions["ef"], "prediction": predictions["prediction"]})
     if "weights" in predictions:
         labels = model.prototype_labels.cpu().numpy()
         table = table.assign(**top_prototypes(predictions["weights"], labels))
-        runs.write_npz(out / "test_attention.npz", filename=np.array(predictions["filename"]), ef=predictions["ef"],
-                       weights=predictions["weights"], similarities=predictions["similarities"], prototype_labels=labels)
-    runs.write_csv(out / "predictions.csv", table)
+        out.write_attention(filename=np.array(predictions["filename"]), ef=predictions["ef"],
+                            weights=predictions["weights"], similarities=predictions["similarities"], prototype_labels=labels)
+    out.write_predictions(table)

@@ -13,9 +13,9 @@ from tqdm.auto import tqdm
 
 from ..config import Config
 from ..diagnostics import far_pair_angle_degrees, interpretability_summary, loss_gradient_norms
-from ..losses import ProtoEFLoss, mse_loss
+from ..losses import WeightedLoss
 from ..metrics import diversity, regression_metrics, sparsity
-from ..model import ProtoEFNet, unwrap
+from ..model import unwrap
 from .build import RunContext
 
 __all__ = ["train_epoch", "predict", "evaluate", "EPOCH_DIAGNOSTICS"]
@@ -26,15 +26,17 @@ EPOCH_DIAGNOSTICS = ("similarity_gap", "top1_beta", "beta_entropy", "sparsity", 
                      "beta_spread_calibration", "top3_beta")
 
 
-def train_epoch(model, loader, loss_fn, optimizer, context: RunContext, *, desc: str,
+def train_epoch(model, loader, loss_fn: WeightedLoss, optimizer, context: RunContext, *, desc: str,
                 diagnostic_batches: int = 0, train_mode: bool = True) -> dict[str, float]:
     """One pass over `loader`; returns the sample-weighted mean of every logged term.
 
-    On the first `diagnostic_batches` batches (ProtoEFNet with a `ProtoEFLoss`), each weighted
-    term's gradient norm on the prototypes and on the shared backbone features is measured
-    too (`diagnostics.loss_gradient_norms`; averaged over those batches as ``grad_*``).
-    ``train_mode=False`` keeps the model in eval mode (BatchNorm statistics frozen), for
-    head-only epochs after the push, where the prototypes must stay their clips' features.
+    `loss_fn` follows the `protoef.losses.WeightedLoss` protocol (`build.build_loss` picks
+    it), so this loop is the same for every model. On the first `diagnostic_batches` batches
+    of a ``diagnosable`` loss, each weighted term's gradient norm on the prototypes and on
+    the shared backbone features is measured too (`diagnostics.loss_gradient_norms`;
+    averaged over those batches as ``grad_*``). ``train_mode=False`` keeps the model in eval
+    mode (BatchNorm statistics frozen), for head-only epochs after the push, where the
+    prototypes must stay their clips' features.
     """
     model.train(train_mode)
     core = unwrap(model)
@@ -47,29 +49,23 @@ def train_epoch(model, loader, loss_fn, optimizer, context: RunContext, *, desc:
         batch_started = time.perf_counter()
         video = context.video(batch["video"])  # (N, 3, T, H, W)
         target = batch["ef"].to(context.device, torch.float32)  # (N,)
-        diagnose = diagnosed < diagnostic_batches and isinstance(loss_fn, ProtoEFLoss) and isinstance(core, ProtoEFNet)
-        shared = []
+        background = batch.get("background")  # (N, H', W') → broadcast over P and T'
+        background = background.to(context.device)[:, None, None] if background is not None else None
+        diagnose = loss_fn.diagnosable and diagnosed < diagnostic_batches
+        shared = []  # the backbone's output, the features every term's gradient flows through
         hook = core.backbone.register_forward_hook(lambda _m, _i, out: shared.append(out)) if diagnose else None
         with context.autocast():
             output = model(video)
         if hook is not None:
             hook.remove()
-        if isinstance(output, torch.Tensor):  # the black box
-            total, terms = mse_loss(output.float(), target), {}
-        else:
-            background = batch.get("background")  # (N, H', W') → broadcast over P and T'
-            background = background.to(context.device)[:, None, None] if background is not None else None
-            output = output._replace(**{k: getattr(output, k).float() for k in ("ef", "similarities", "occurrence_maps", "weights")})
-            if diagnose and shared:
-                attached = loss_fn.terms(output, target, core, background=background, video=video)
-                norms = loss_gradient_norms(attached, loss_fn.weights, prototypes=core.prototypes, shared_features=shared[0])
-                for name, value in norms.items():
-                    gradient_sums[name] = gradient_sums.get(name, 0.0) + value
-                diagnosed += 1
-                total = loss_fn.combine(attached, output.ef)
-                terms = {name: value.detach() for name, value in attached.items()}
-            else:
-                total, terms = loss_fn(output, target, core, background=background, video=video)
+        output = output.float()
+        attached = loss_fn.terms(output, target, core, background=background, video=video)
+        if diagnose:
+            norms = loss_gradient_norms(attached, loss_fn.weights, prototypes=core.prototypes, shared_features=shared[0])
+            for name, value in norms.items():
+                gradient_sums[name] = gradient_sums.get(name, 0.0) + value
+            diagnosed += 1
+        total = loss_fn.combine(attached, output.ef)
         optimizer.zero_grad(set_to_none=True)
         total.backward()
         optimizer.step()
@@ -77,7 +73,8 @@ def train_epoch(model, loader, loss_fn, optimizer, context: RunContext, *, desc:
             seconds_diagnosed += time.perf_counter() - batch_started
         size = len(target)
         count += size
-        for name, value in {"loss": total.detach(), **terms}.items():
+        logged = {name: value.detach() for name, value in attached.items()} if loss_fn.logged else {}
+        for name, value in {"loss": total.detach(), **logged}.items():
             sums[name] = sums.get(name, 0.0) + float(value) * size
         bar.set_postfix(loss=f"{sums['loss'] / count:.3f}")
     means = {name: value / max(count, 1) for name, value in sums.items()}
@@ -99,11 +96,8 @@ def predict(model, loader, context: RunContext | None = None, *, desc: str = "pr
         with context.autocast():
             output = core(context.video(batch["video"]))
         counts = batch.get("num_clips", torch.ones(len(batch["ef"]), dtype=torch.long)).tolist()
-        if isinstance(output, torch.Tensor):
-            per_clip = {"prediction": output.float()}
-        else:
-            per_clip = {"prediction": output.ef.float(), "weights": output.weights.float(), "similarities": output.similarities.float()}
-        for key, values in per_clip.items():
+        for key, values in output.per_clip().items():
+            values = values.float()
             rows[key] += [chunk.mean(0).cpu().numpy() for chunk in values.split(counts)]
         rows["filename"] += list(batch["filename"])
         rows["ef"] += batch["ef"].tolist()

@@ -41,7 +41,8 @@ from ..config import flatten
 from ..files import atomic_path
 
 __all__ = ["CheckpointError", "RunLockedError", "atomic_write_text", "write_json", "write_csv", "write_npz", "save_checkpoint",
-           "load_checkpoint", "environment", "run_lock", "config_differences", "is_runtime_difference", "read_config", "RUNTIME_KEYS",
+           "load_checkpoint", "environment", "run_lock", "config_differences", "is_runtime_difference", "RUNTIME_KEYS",
+           "RunDir", "CHECKPOINTS",
            "same_folder", "DATA_SET_FILES", "data_set_files", "enclosing_run"]
 
 
@@ -151,6 +152,177 @@ def environment(device: torch.device) -> dict:
     return info
 
 
+# ----------------------------------------------------------------------------- the layout
+CHECKPOINTS = ("last", "best", "final")  # resume; best validation R²; pushed and finished
+
+
+def _member(relative: str) -> property:
+    return property(lambda run: run.path / relative, doc=f"``{relative}`` of the run")
+
+
+class RunDir:
+    """A run directory (the layout in this module's docstring): the one place that spells
+    its file names, says whether it is finished, reads and writes its files (atomically),
+    and decides whether it is the run of a given config (`require_config`).
+
+        run = RunDir("runs/demo-protoefnet-seed0")
+        run.finished, run.read_metrics()["test"]["post_push"]["mae"], run.checkpoint("final")
+    """
+
+    def __init__(self, path) -> None:
+        self.path = pathlib.Path(path)
+
+    @classmethod
+    def containing(cls, path) -> "RunDir":
+        """The run of `path`: the run directory itself or its ``prototypes/`` folder."""
+        path = pathlib.Path(path)
+        return cls(path.parent) if path.name == "prototypes" and not (path / "checkpoints").is_dir() else cls(path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    def __str__(self) -> str:  # messages name the folder
+        return str(self.path)
+
+    def __fspath__(self) -> str:  # open(), pathlib and os accept a RunDir where a folder is meant
+        return str(self.path)
+
+    # --- where each file lives (the names of the layout above, spelled here only)
+    config_file = _member("config.json")
+    environment_file = _member("environment.json")
+    history_file = _member("history.csv")
+    metrics_file = _member("metrics.json")
+    predictions_file = _member("predictions.csv")
+    attention_file = _member("test_attention.npz")
+    timings_file = _member("timings.json")
+    checkpoints_dir = _member("checkpoints")
+    prototypes_dir = _member("prototypes")
+    prototypes_table_file = _member("prototypes/prototypes.csv")
+    gallery_file = _member("prototypes/gallery.png")  # drawn later (`protoef.analysis.explain`), not by the run
+
+    def checkpoint(self, which: str) -> pathlib.Path:
+        """``checkpoints/<which>.pt``: "last" (resume), "best" (best validation R²), "final" (pushed)."""
+        if which not in CHECKPOINTS:
+            raise ValueError(f"no checkpoint {which!r}: a run has {', '.join(CHECKPOINTS)}")
+        return self.checkpoints_dir / f"{which}.pt"
+
+    def prototype_file(self, prototype: int, suffix: str = ".npz") -> pathlib.Path:
+        """``prototypes/prototype_XX.npz`` (the artefact; ``.png``/``.gif``: its drawings)."""
+        return self.prototypes_dir / f"prototype_{int(prototype):02d}{suffix}"
+
+    # --- state
+    @property
+    def finished(self) -> bool:
+        """metrics.json is written last, so its presence marks a finished run."""
+        return self.metrics_file.is_file()
+
+    @property
+    def resumable(self) -> bool:
+        """At least one complete epoch is saved (``checkpoints/last.pt``)."""
+        return self.checkpoint("last").is_file()
+
+    @property
+    def has_prototypes(self) -> bool:
+        """The push wrote its artefacts (a finished ProtoEFNet run)."""
+        return self.prototypes_table_file.is_file()
+
+    # --- readers
+    def read_config(self) -> dict:
+        """The stored ``config.json``."""
+        try:
+            return json.loads(self.config_file.read_text())
+        except (OSError, ValueError) as error:
+            raise CheckpointError(f"{self.config_file}: the run's config cannot be read ({error}); the run cannot be "
+                                  "matched or reused: delete the run directory or choose another") from None
+
+    def read_metrics(self) -> dict:
+        return json.loads(self.metrics_file.read_text())
+
+    def read_environment(self) -> dict:
+        return json.loads(self.environment_file.read_text())
+
+    def read_timings(self) -> dict:
+        return json.loads(self.timings_file.read_text())
+
+    def read_history(self) -> pd.DataFrame:
+        return pd.read_csv(self.history_file)
+
+    def read_predictions(self) -> pd.DataFrame:
+        return pd.read_csv(self.predictions_file)
+
+    def read_attention(self) -> dict[str, np.ndarray]:
+        """test_attention.npz: filename, ef, weights β (N, P), similarities (N, P), prototype_labels (P,)."""
+        with np.load(self.attention_file) as stored:
+            return {name: stored[name] for name in stored.files}
+
+    def read_prototypes(self) -> tuple[pd.DataFrame, dict[int, dict[str, np.ndarray]]]:
+        """prototypes.csv and, per prototype, its artefact (occurrence_map (T', H', W'),
+        feature (D,), ef_label, source_filename, clip_start)."""
+        table = pd.read_csv(self.prototypes_table_file)
+        artefacts = {}
+        for prototype in table["prototype"]:
+            with np.load(self.prototype_file(prototype)) as stored:
+                artefacts[int(prototype)] = {name: stored[name] for name in stored.files}
+        return table, artefacts
+
+    def load_checkpoint(self, which: str, map_location="cpu") -> dict:
+        return load_checkpoint(self.checkpoint(which), map_location=map_location)
+
+    # --- writers (each atomic)
+    def save_checkpoint(self, which: str, state: dict) -> None:
+        save_checkpoint(self.checkpoint(which), state)
+
+    def write_config(self, text: str) -> None:
+        atomic_write_text(self.config_file, text)
+
+    def write_environment(self, info: dict) -> None:
+        write_json(self.environment_file, info)
+
+    def write_history(self, table: pd.DataFrame) -> None:
+        write_csv(self.history_file, table)
+
+    def write_metrics(self, metrics: dict) -> None:
+        """Written last by a run: from here on it is `finished`."""
+        write_json(self.metrics_file, metrics)
+
+    def write_timings(self, timings: dict) -> None:
+        write_json(self.timings_file, timings)
+
+    def write_predictions(self, table: pd.DataFrame) -> None:
+        write_csv(self.predictions_file, table)
+
+    def write_attention(self, **arrays) -> None:
+        write_npz(self.attention_file, **arrays)
+
+    def write_prototypes(self, table: pd.DataFrame, artefacts: dict[int, dict]) -> None:
+        write_csv(self.prototypes_table_file, table)
+        for prototype, arrays in artefacts.items():
+            write_npz(self.prototype_file(prototype), **arrays)
+
+    # --- is this the run of that config?
+    def require_config(self, requested: dict, *, checkpoint: str | None = None,
+                       refusal: str = "holds a run of another config", remedy: str = "") -> tuple[dict, dict]:
+        """The one check that this is the run of `requested` (a config dict): its
+        ``config.json`` and, given `checkpoint` ("last" or "final", when that file exists), the
+        config inside the checkpoint its results come from must not differ from `requested`
+        except in how it runs (`is_runtime_difference`): an edited config.json does not make a
+        τ = 0.2 run a τ = 0.5 one. Otherwise ValueError "<run>: <refusal>: <each key, the
+        run's value, the requested one>. <remedy>". Returns (the run's config, as stored in
+        the checkpoint when given, else config.json; the runtime differences {key: (run's,
+        requested)}, which a resume applies)."""
+        sources = [("", self.read_config())]
+        if checkpoint is not None and self.checkpoint(checkpoint).is_file():
+            sources.append((f" (by its checkpoints/{checkpoint}.pt, whatever config.json says)",
+                            self.load_checkpoint(checkpoint)["config"]))
+        for source, stored in sources:
+            differences = config_differences(stored, requested, runtime=True)
+            refused = {key: pair for key, pair in differences.items() if not is_runtime_difference(key, *pair)}
+            if refused:
+                listed = ", ".join(f"{key} (run: {old!r}, requested: {new!r})" for key, (old, new) in refused.items())
+                raise ValueError(f"{self.path}: {refusal}{source}: {listed}. {remedy}".rstrip())
+        return stored, differences
+
+
 # ----------------------------------------------------------------------------- where a run may be written
 DATA_SET_FILES = ("FileList.csv", "VolumeTracings.csv")
 
@@ -166,7 +338,8 @@ def enclosing_run(path) -> pathlib.Path | None:
     config.json or metrics.json, symlinks resolved); None when there is none."""
     resolved = pathlib.Path(path).resolve()
     for folder in (resolved, *resolved.parents):
-        if (folder / "checkpoints").is_dir() and ((folder / "config.json").is_file() or (folder / "metrics.json").is_file()):
+        run = RunDir(folder)
+        if run.checkpoints_dir.is_dir() and (run.config_file.is_file() or run.finished):
             return folder
     return None
 
@@ -223,14 +396,6 @@ def _writer(out: pathlib.Path) -> str:
 RUNTIME_KEYS = frozenset({"device", "data.cache_dir", "data.num_workers", "data.decoded_cache"})
 
 
-def read_config(out_dir) -> dict:
-    """A run directory's stored ``config.json``."""
-    path = pathlib.Path(out_dir) / "config.json"
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise CheckpointError(f"{path}: the run's config cannot be read ({error}); the run cannot be matched or "
-                              "reused: delete the run directory or choose another") from None
 
 
 def is_runtime_difference(key: str, stored, requested) -> bool:

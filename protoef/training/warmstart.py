@@ -84,7 +84,7 @@ def warm_start_dir(config: Config) -> pathlib.Path:
 
 def save_backbone_weights(run_dir: pathlib.Path, path: pathlib.Path) -> pathlib.Path:
     """The black box of a finished pretraining run as a torchvision-layout state dict."""
-    state = runs.load_checkpoint(pathlib.Path(run_dir) / "checkpoints" / "final.pt")
+    state = runs.RunDir(run_dir).load_checkpoint("final")
     prefix = "network."
     weights = {key[len(prefix):]: value for key, value in state["model"].items() if key.startswith(prefix)}
     with atomic_path(path) as temporary:
