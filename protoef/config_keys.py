@@ -37,7 +37,7 @@ class Range:
             return False  # no field means NaN or inf
         try:
             return bool(self.check(value))
-        except TypeError:  # a value of another type, assigned directly instead of via set_key
+        except (TypeError, AttributeError):  # a value of another type, assigned directly instead of via set_key
             return False
 
 
