@@ -89,7 +89,7 @@ def levers(quick: bool) -> dict:
 
 def _demo_runs() -> list:
     """The full-length demo-profile ProtoEFNet runs ./run_all.sh wrote (those with timings.json)."""
-    from protoef.config import resolve
+    from protoef.config import get_key, resolve
 
     from protoef.training.runs import RunDir
 
@@ -98,7 +98,7 @@ def _demo_runs() -> list:
         if not run.timings_file.is_file():
             continue
         config = run.read_config()
-        if config["model"]["kind"] == "protoefnet" and config["optim"]["epochs"] == epochs:
+        if get_key(config, "model.kind") == "protoefnet" and get_key(config, "optim.epochs") == epochs:
             found.append(run)
     return found
 

@@ -12,138 +12,178 @@ Profiles:
   (see `_demo` for where and why it departs from the paper's recipe).
 - ``smoke``: a handful of tiny videos, seconds per run, for CI.
 
-The resolved config is saved with every run (``config.json``) and `from_dict` reads it back.
+Each field declares its valid range beside it (`knob`, `protoef.config_keys`), and dotted
+keys are read, set and listed with `get_key`, `set_key` and `flatten`, on a `Config` or its
+nested dict alike. The resolved config is saved with every run (``config.json``) and
+`from_dict` reads it back.
 """
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
-import math
 import os
 import re
 import typing
 from dataclasses import dataclass, field
 
+from . import pretrained
+from .config_keys import FLAG, Range, above, at_least, field_range, flatten, get_key, knob, one_of, optional, set_key, within
+
 __all__ = ["Config", "DataConfig", "ModelConfig", "LossConfig", "OptimConfig", "PROFILES", "DEMO_RECIPE", "PAPER_RECIPE", "REMEDIES",
-           "resolve", "apply_overrides", "from_dict", "VALID_RANGES"]
+           "resolve", "apply_overrides", "from_dict", "get_key", "set_key", "flatten"]
+
+
+# Ranges several fields share; `knob(default, range)` puts each field's own beside it.
+LOSS_WEIGHT = at_least(0.0, "a loss weight")
+LEARNING_RATE = at_least(0.0, "a learning rate")
+SHARE = Range(lambda value: 0.0 <= value < 1.0, "a share in [0, 1)")
+EF = within(0.0, 100.0, "an EF in percent")
+FOLDER = Range(lambda value: bool(value.strip()), "a folder path, not empty")
+
+
+def _profile_name(value: str) -> bool:
+    # "<profile>-warmstart": the black-box pretraining a profile's synthetic warm start runs
+    # (protoef.training.warmstart), validated like every run.
+    return value in PROFILES or value.removesuffix("-warmstart") in PROFILES
+
+
+def _weights(value) -> bool:
+    return value is None or pretrained.named(value) is not None or os.path.isfile(os.path.expanduser(value))
 
 
 @dataclass
 class DataConfig:
-    root: str | None = None  # EchoNet-format root; None: the synthetic set below (generated on first use)
-    synthetic_videos: int = 400
-    synthetic_seed: int = 0
+    # EchoNet-format root; None: the synthetic set below (generated on first use)
+    root: str | None = knob(None, optional(FOLDER, "the synthetic set"))
+    synthetic_videos: int = knob(400, at_least(3, "one TRAIN, one VAL and one TEST video at least"))
+    synthetic_seed: int = knob(0, at_least(0))
     # Share of the synthetic videos in VAL and in TEST (TRAIN gets the rest): larger
     # evaluation splits cost little (no backward pass) and narrow every interval.
-    synthetic_val_fraction: float = 0.125
-    synthetic_test_fraction: float = 0.125
-    cache_dir: str = ".cache"  # synthetic data sets and decoded-video cache live here
-    decoded_cache: bool = True  # memory-mapped decoded videos, so epochs after the first skip the decode
-    clip_length: int = 64
-    period: int = 1
-    resize: int = 112
-    test_clips: int = 10  # test: up to this many non-overlapping clips per video, averaged
-    mean: float | None = None  # None: computed on a TRAIN sample
-    std: float | None = None
-    background_dilation: int = 5  # LV dilation of the occurrence-loss mask at feature size (5 at 14×14)
-    augment: bool = True  # random rotation of video and LV mask (train only)
-    rotation_degrees: float = 10.0
-    oversample: bool = True  # balance EF < oversample_threshold in expectation
-    oversample_threshold: float = 50.0
-    batch_size: int = 16
-    num_workers: int = 2
-    limit_videos: int | None = None  # use only the first N videos of each split (smoke tests)
+    synthetic_val_fraction: float = knob(0.125, SHARE)
+    synthetic_test_fraction: float = knob(0.125, SHARE)
+    cache_dir: str = knob(".cache", FOLDER)  # synthetic data sets and decoded-video cache live here
+    decoded_cache: bool = knob(True, FLAG)  # memory-mapped decoded videos, so epochs after the first skip the decode
+    clip_length: int = knob(64, at_least(1, "frames per clip"))
+    period: int = knob(1, at_least(1, "every period-th frame is taken"))
+    resize: int = knob(112, at_least(16, "pixels; the backbone shrinks frames 8x and the occurrence-loss "
+                                         "background needs at least 2x2 feature maps"))
+    # test: up to this many non-overlapping clips per video, averaged
+    test_clips: int = knob(10, at_least(1, "clips per test video"))
+    # None: computed on a TRAIN sample
+    mean: float | None = knob(None, optional(within(0.0, 1.0, "a pixel mean"), "computed"))
+    std: float | None = knob(None, optional(Range(lambda value: value > 0.0, "a pixel std > 0"), "computed"))
+    # LV dilation of the occurrence-loss mask at feature size (5 at 14×14)
+    background_dilation: int = knob(5, Range(lambda value: value >= 1 and value % 2 == 1,
+                                             "an odd int >= 1 (a max-pool size)"))
+    augment: bool = knob(True, FLAG)  # random rotation of video and LV mask (train only)
+    rotation_degrees: float = knob(10.0, within(0.0, 180.0, "degrees"))
+    oversample: bool = knob(True, FLAG)  # balance EF < oversample_threshold in expectation
+    oversample_threshold: float = knob(50.0, Range(lambda value: 0.0 < value < 100.0, "an EF in percent in (0, 100)"))
+    batch_size: int = knob(16, at_least(1))
+    num_workers: int = knob(2, at_least(0, "0: load in the training process"))
+    # use only the first N videos of each split (smoke tests)
+    limit_videos: int | None = knob(None, optional(at_least(1), "every video"))
 
 
 @dataclass
 class ModelConfig:
-    kind: str = "protoefnet"  # "protoefnet" or "blackbox" (the non-interpretable baseline)
-    backbone: str = "r2plus1d_18"  # or "r2plus1d_10", the small CPU variant
-    # None (random), "kinetics400", "synthetic-warmstart" (protoef.training.warmstart: a backbone the
-    # project pretrains on a disjoint synthetic corpus, the CPU demo's stand-in for
+    kind: str = knob("protoefnet", one_of("protoefnet", "blackbox"))  # "blackbox": the non-interpretable baseline
+    backbone: str = knob("r2plus1d_18", one_of(*pretrained.BACKBONES))  # "r2plus1d_10": the small CPU variant
+    # None (random), a name of protoef.pretrained ("kinetics400"; "synthetic-warmstart", a
+    # backbone the project pretrains on a disjoint synthetic corpus, the CPU demo's stand-in for
     # Kinetics-400), or the path of a torchvision-layout state dict.
-    weights: str | None = "kinetics400"
-    warm_start_videos: int = 400  # size of the warm-start corpus (synthetic-warmstart only)
-    warm_start_epochs: int = 24
-    num_prototypes: int = 40
-    prototype_dim: int = 256
-    tau: float = 0.2
-    label_min: float = 10.0  # initial prototype labels: linspace(label_min, label_max, P)
-    label_max: float = 90.0
+    weights: str | None = knob("kinetics400", Range(_weights, "None (random), one of " + ", ".join(pretrained.WEIGHTS)
+                                                    + " (protoef.pretrained) or the path of an existing state-dict file"))
+    # size of the warm-start corpus and its epochs (synthetic-warmstart only)
+    warm_start_videos: int = knob(400, at_least(3))
+    warm_start_epochs: int = knob(24, at_least(1))
+    num_prototypes: int = knob(40, at_least(1))
+    prototype_dim: int = knob(256, at_least(1))
+    tau: float = knob(0.2, above(0.0, "the softmax temperature of the similarities"))
+    # initial prototype labels: linspace(label_min, label_max, P)
+    label_min: float = knob(10.0, EF)
+    label_max: float = knob(90.0, EF)
     # Remedy (off in the paper): the initial labels span the TRAIN EF range instead of
     # [label_min, label_max], so no label lies where no training clip can be pushed (the run
     # records the range in metrics.json, "initial"; README, "Two recipes").
-    labels_from_train: bool = False
+    labels_from_train: bool = knob(False, FLAG)
     # Candidate for a local β (issue 17; 0 = off in every profile, not yet screened on VAL): the
     # softmax of the head over each clip's beta_top_k most similar prototypes only.
-    beta_top_k: int = 0
+    beta_top_k: int = knob(0, at_least(0, "0: β over every prototype"))
     # Input pixels per occurrence-map cell: 8 as in torchvision's R(2+1)D truncated after layer3;
     # 4 keeps layer2's grid through a dilated layer3 (same weights, 4x the layer3 cost): the
     # demo's 32-pixel frames then give 8 x 8 maps instead of 4 x 4 (issue 17). ProtoEFNet only.
-    output_stride: int = 8
+    output_stride: int = knob(8, Range(lambda value: value in (8, 4), "8 (torchvision's layer3) or 4 (layer3 dilated)"))
     # Leading backbone stages (stem, layer1, layer2, layer3) kept at their loaded weights and
     # BatchNorm statistics; 0 = fine-tune everything (the paper). ProtoEFNet only.
-    frozen_stages: int = 0
+    frozen_stages: int = knob(0, within(0, 4, "an int", "stem, layer1, layer2, layer3"))
 
 
 @dataclass
 class LossConfig:
-    mse: float = 0.1
-    cluster: float = 10.0
-    psd: float = 30.0
-    pas: float = 0.1
-    occurrence: float = 1e-4
-    orthogonality: float = 0.0
-    transformation: float = 0.0
-    theta_l1: float = 0.0
-    delta: float = 5.0  # Δl: label window of the cluster and PAS terms and of the push
-    cluster_k: int = 3
-    occurrence_p: int = 2
+    mse: float = knob(0.1, LOSS_WEIGHT)
+    cluster: float = knob(10.0, LOSS_WEIGHT)
+    psd: float = knob(30.0, LOSS_WEIGHT)
+    pas: float = knob(0.1, LOSS_WEIGHT)
+    occurrence: float = knob(1e-4, LOSS_WEIGHT)
+    orthogonality: float = knob(0.0, LOSS_WEIGHT)
+    transformation: float = knob(0.0, LOSS_WEIGHT)
+    theta_l1: float = knob(0.0, LOSS_WEIGHT)
+    # Δl: label window of the cluster and PAS terms and of the push
+    delta: float = knob(5.0, at_least(0.0, "a label window in EF points"))
+    cluster_k: int = knob(3, at_least(1))
+    occurrence_p: int = knob(2, at_least(1))
     # Remedies against the similarity collapse (all 0/off in the paper's recipe):
-    separation: float = 0.0  # weight: mean similarity to prototypes whose label is > Δl from the EF
-    soft_label: float = 0.0  # weight: KL(q || β), q a Gaussian over prototype labels centred on the EF
-    soft_label_sigma: float = 5.0  # width of q in EF points
-    psd_label_aware: bool = False  # PSD over batch clips within Δl of each prototype's label only
+    separation: float = knob(0.0, LOSS_WEIGHT)  # mean similarity to prototypes whose label is > Δl from the EF
+    soft_label: float = knob(0.0, LOSS_WEIGHT)  # KL(q || β), q a Gaussian over prototype labels centred on the EF
+    soft_label_sigma: float = knob(5.0, above(0.0, "EF points"))  # width of q
+    psd_label_aware: bool = knob(False, FLAG)  # PSD over batch clips within Δl of each prototype's label only
     # Candidates for a local β (issue 17; 0 in every profile, not yet screened on VAL):
-    expected_label_error: float = 0.0  # weight: Σ_k β_k (l_k − y)² = (ŷ − y)² + Var_β(l)
-    reverse_soft_label: float = 0.0  # weight: KL(β || q), q the soft-label target (σ = soft_label_sigma)
+    expected_label_error: float = knob(0.0, LOSS_WEIGHT)  # Σ_k β_k (l_k − y)² = (ŷ − y)² + Var_β(l)
+    reverse_soft_label: float = knob(0.0, LOSS_WEIGHT)  # KL(β || q), q the soft-label target (σ = soft_label_sigma)
     # Remedy (off in the paper): the occurrence term as each map's share of mass outside the
     # dilated LV (protoef.losses.occurrence_share_loss), which a map cannot meet by shrinking.
-    occurrence_share: bool = False
+    occurrence_share: bool = knob(False, FLAG)
 
 
 @dataclass
 class OptimConfig:
-    epochs: int = 30
-    lr_backbone: float = 1e-4
-    lr_features: float = 1e-4
-    lr_occurrence: float = 1e-4
-    lr_prototypes: float = 3e-3
-    lr_head: float = 1e-4
-    weight_decay: float = 1e-3  # backbone, feature and occurrence modules only
-    plateau_factor: float = 0.5  # ReduceLROnPlateau on validation R²
-    plateau_patience: int = 5
-    min_lr: float = 1e-6
-    plateau_cooldown: int = 2  # epochs without plateau checks after a decay (the official config's 2)
-    push: bool = True
+    epochs: int = knob(30, at_least(1))
+    # One per optimiser parameter group, named alike (history.csv: lr_backbone, lr_features, ...).
+    lr_backbone: float = knob(1e-4, LEARNING_RATE)
+    lr_features: float = knob(1e-4, LEARNING_RATE)
+    lr_occurrence: float = knob(1e-4, LEARNING_RATE)
+    lr_prototypes: float = knob(3e-3, LEARNING_RATE)
+    lr_head: float = knob(1e-4, LEARNING_RATE)
+    weight_decay: float = knob(1e-3, at_least(0.0))  # backbone, feature and occurrence modules only
+    # ReduceLROnPlateau on validation R²
+    plateau_factor: float = knob(0.5, Range(lambda value: 0.0 < value < 1.0, "a factor in (0, 1)"))
+    plateau_patience: int = knob(5, at_least(0))
+    min_lr: float = knob(1e-6, LEARNING_RATE)
+    # epochs without plateau checks after a decay (the official config's 2)
+    plateau_cooldown: int = knob(2, at_least(0))
+    push: bool = knob(True, FLAG)
     # A prototype takes the best clip within Δl that no other prototype holds yet (greedy, most
     # similar first); it shares a clip only when its window offers no other. False: every
     # prototype takes its own best clip independently, as the official code does.
-    push_unique: bool = True
-    head_epochs_after_push: int = 0
-    diagnostic_batches: int = 2  # per epoch, batches on which each loss term's gradient norm is measured
+    push_unique: bool = knob(True, FLAG)
+    head_epochs_after_push: int = knob(0, at_least(0))
+    # per epoch, batches on which each loss term's gradient norm is measured
+    diagnostic_batches: int = knob(2, at_least(0, "0: no gradient diagnostics"))
 
 
 @dataclass
 class Config:
-    profile: str = "paper"
-    seed: int = 0
-    device: str = "auto"  # "auto" (CUDA if present), "cpu", "cuda", "cuda:1", ...
-    amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
-    channels_last: bool = True  # channels_last_3d memory format on CUDA; ignored on CPU
-    compile: bool = False  # torch.compile the model (CUDA)
-    tensorboard: bool = False  # RUN_DIR/tensorboard/ event log of every history column (extra "monitor")
+    profile: str = knob("paper", Range(_profile_name, "a profile name (paper, demo, smoke) or the warm start's "
+                                                      "'<profile>-warmstart'"))
+    seed: int = knob(0, at_least(0))
+    # "auto" (CUDA if present), "cpu", "cuda", "cuda:1", ...
+    device: str = knob("auto", Range(lambda value: re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", value) is not None,
+                                     "auto, cpu, mps, cuda or cuda:N"))
+    amp: bool = knob(True, FLAG)  # bf16 autocast on CUDA; ignored on CPU
+    channels_last: bool = knob(True, FLAG)  # channels_last_3d memory format on CUDA; ignored on CPU
+    compile: bool = knob(False, FLAG)  # torch.compile the model (CUDA)
+    tensorboard: bool = knob(False, FLAG)  # RUN_DIR/tensorboard/ event log of every history column (extra "monitor")
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
@@ -156,29 +196,25 @@ class Config:
         return json.dumps(self.to_dict(), indent=2, sort_keys=False)
 
     def validate(self) -> "Config":
-        """Check every value against its valid range (`VALID_RANGES`, plus the checks that
+        """Check every value against the range its field declares (and the checks that
         relate two keys) before anything heavy runs; one ValueError names each bad key, its
         value and the range. Returns the config itself."""
-        problems = []
-        for key, is_valid, expected in VALID_RANGES:
-            value = self
-            for part in key.split("."):
-                value = getattr(value, part)
-            finite = not isinstance(value, float) or math.isfinite(value)
-            if not (finite and is_valid(value)):
-                problems.append(f"{key} = {value!r} (expected {expected})")
-        if self.data.synthetic_val_fraction + self.data.synthetic_test_fraction >= 1.0:
+        problems = [f"{key} = {value!r} (expected {valid.expected})" for key, value in flatten(self).items()
+                    if not (valid := field_range(self, key)).accepts(value)]
+        d, m = self.data, self.model
+        if d.synthetic_val_fraction + d.synthetic_test_fraction >= 1.0:
             problems.append(f"data.synthetic_val_fraction + data.synthetic_test_fraction = "
-                            f"{self.data.synthetic_val_fraction + self.data.synthetic_test_fraction:g} (expected < 1: TRAIN needs a share)")
-        if self.model.label_min >= self.model.label_max:
-            problems.append(f"model.label_min = {self.model.label_min!r} and model.label_max = {self.model.label_max!r} "
+                            f"{d.synthetic_val_fraction + d.synthetic_test_fraction:g} (expected < 1: TRAIN needs a share)")
+        if m.label_min >= m.label_max:
+            problems.append(f"model.label_min = {m.label_min!r} and model.label_max = {m.label_max!r} "
                             "(expected label_min < label_max)")
-        if self.model.kind == "protoefnet" and 1 <= self.model.num_prototypes < self.loss.cluster_k:
-            problems.append(f"loss.cluster_k = {self.loss.cluster_k!r} (expected at most model.num_prototypes = "
-                            f"{self.model.num_prototypes})")
-        if self.model.kind == "protoefnet" and 1 <= self.model.num_prototypes < self.model.beta_top_k:
-            problems.append(f"model.beta_top_k = {self.model.beta_top_k!r} (expected at most model.num_prototypes = "
-                            f"{self.model.num_prototypes})")
+        unfit = pretrained.fit_problem(m.weights, m.backbone) if m.backbone in pretrained.BACKBONES else None
+        if unfit:
+            problems.append(f"model.weights = {m.weights!r} (expected weights that fit model.backbone = "
+                            f"{m.backbone!r}: {unfit})")
+        for key, value in (("loss.cluster_k", self.loss.cluster_k), ("model.beta_top_k", m.beta_top_k)):
+            if m.kind == "protoefnet" and 1 <= m.num_prototypes < value:
+                problems.append(f"{key} = {value!r} (expected at most model.num_prototypes = {m.num_prototypes})")
         if problems:
             raise ValueError("invalid config: " + "; ".join(problems) + ". Set a valid value, e.g. --set KEY=VALUE "
                              "on the command line or resolve(profile, {KEY: VALUE}).")
@@ -263,70 +299,10 @@ def _smoke() -> Config:
     return config
 
 
-def _value(config: Config, key: str):
-    section, _, name = key.rpartition(".")
-    return getattr(getattr(config, section) if section else config, name)
-
-
 PROFILES: dict[str, typing.Callable[[], Config]] = {"paper": _paper, "demo": _demo, "smoke": _smoke}
 
 # On top of the demo (or smoke) profile: the paper's own recipe on the same data and budget.
-PAPER_RECIPE = {key: _value(Config(), key) for key in DEMO_RECIPE}
-
-
-def _field_types(cls) -> dict[str, typing.Any]:
-    return typing.get_type_hints(cls)
-
-
-def _coerce(value, annotation, key: str):
-    """Check (and, for strings from a command line, parse) ``value`` against a field type."""
-    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
-        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
-            if type(None) in args:
-                return None
-        errors = []
-        for option in (a for a in args if a is not type(None)):
-            try:
-                return _coerce(value, option, key)
-            except (TypeError, ValueError) as error:
-                errors.append(str(error))
-        raise TypeError(f"{key}: {value!r} is not a valid {annotation}")
-    if annotation is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "false", "0", "no"):
-            return value.lower() in ("true", "1", "yes")
-        raise TypeError(f"{key}: expected a bool, got {value!r}")
-    if annotation is int:
-        if isinstance(value, bool):
-            raise TypeError(f"{key}: expected an int, got {value!r}")
-        if isinstance(value, int):
-            return value
-        if isinstance(value, str):
-            return int(value)
-        raise TypeError(f"{key}: expected an int, got {value!r}")
-    if annotation is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            return float(value)
-        raise TypeError(f"{key}: expected a number, got {value!r}")
-    if annotation is str:
-        if isinstance(value, str):
-            return value
-        raise TypeError(f"{key}: expected a string, got {value!r}")
-    raise TypeError(f"{key}: unsupported field type {annotation}")
-
-
-def _keys(config: Config) -> list[str]:
-    keys = []
-    for name, value in vars(config).items():
-        if dataclasses.is_dataclass(value):
-            keys += [f"{name}.{sub}" for sub in vars(value)]
-        else:
-            keys.append(name)
-    return keys
+PAPER_RECIPE = {key: get_key(Config(), key) for key in DEMO_RECIPE}
 
 
 def apply_overrides(config: Config, overrides) -> Config:
@@ -345,22 +321,7 @@ def apply_overrides(config: Config, overrides) -> Config:
             pairs[key.strip()] = value.strip()
         overrides = pairs
     for key, value in (overrides or {}).items():
-        parts = key.split(".")
-        target = config
-        for part in parts[:-1]:
-            target = getattr(target, part, None)
-            if not dataclasses.is_dataclass(target):
-                target = None
-                break
-        if target is None or parts[-1] not in _field_types(type(target)) or dataclasses.is_dataclass(getattr(target, parts[-1])):
-            close = difflib.get_close_matches(key, _keys(config), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise KeyError(f"unknown config key {key!r}{hint} (valid keys: see protoef.config)")
-        annotation = _field_types(type(target))[parts[-1]]
-        try:
-            setattr(target, parts[-1], _coerce(value, annotation, key))
-        except ValueError:  # a string that does not parse as the field's type
-            raise ValueError(f"{key}: {value!r} is not a valid {getattr(annotation, '__name__', annotation)}") from None
+        set_key(config, key, value)
     return config
 
 
@@ -373,74 +334,4 @@ def resolve(profile: str = "demo", overrides=None) -> Config:
 
 def from_dict(values: dict) -> Config:
     """Rebuild a config saved with a run (``config.json``), checking every key and type."""
-    values = dict(values)
-    config = Config()
-    flat = {}
-    for name, value in values.items():
-        if isinstance(value, dict):
-            flat.update({f"{name}.{key}": sub for key, sub in value.items()})
-        else:
-            flat[name] = value
-    return apply_overrides(config, flat)
-
-
-def _at_least(low):
-    return lambda value: value >= low
-
-
-def _optional(check):
-    return lambda value: value is None or check(value)
-
-
-# (dotted key, check, what is expected): the ranges `Config.validate` enforces. Floats must
-# also be finite (no NaN or inf). A new field gets its row here.
-VALID_RANGES: list[tuple[str, typing.Callable[[typing.Any], bool], str]] = [
-    ("seed", _at_least(0), "an int >= 0"),
-    # "<profile>-warmstart": the black-box pretraining a profile's synthetic warm start runs
-    # (protoef.training.warmstart), validated like every run.
-    ("profile", lambda value: value in PROFILES or value.removesuffix("-warmstart") in PROFILES,
-     "one of " + ", ".join(sorted(PROFILES)) + " (or the warm start's '<profile>-warmstart')"),
-    ("data.root", _optional(lambda value: bool(str(value).strip())), "None (the synthetic set) or a folder path, not empty"),
-    ("device", lambda value: re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", value) is not None, "auto, cpu, mps, cuda or cuda:N"),
-    ("data.synthetic_videos", _at_least(3), "an int >= 3: one TRAIN, one VAL and one TEST video at least"),
-    ("data.clip_length", _at_least(1), "an int >= 1 (frames per clip)"),
-    ("data.period", _at_least(1), "an int >= 1 (every period-th frame is taken)"),
-    ("data.resize", _at_least(16), "an int >= 16 (pixels; the backbone shrinks frames 8x and the "
-                                   "occurrence-loss background needs at least 2x2 feature maps)"),
-    ("data.test_clips", _at_least(1), "an int >= 1 (clips per test video)"),
-    ("data.mean", _optional(lambda value: 0.0 <= value <= 1.0), "None (computed) or a pixel mean in [0, 1]"),
-    ("data.std", _optional(lambda value: value > 0.0), "None (computed) or a pixel std > 0"),
-    ("data.background_dilation", lambda value: value >= 1 and value % 2 == 1, "an odd int >= 1 (a max-pool size)"),
-    ("data.rotation_degrees", lambda value: 0.0 <= value <= 180.0, "degrees in [0, 180]"),
-    ("data.oversample_threshold", lambda value: 0.0 < value < 100.0, "an EF in percent in (0, 100)"),
-    ("data.batch_size", _at_least(1), "an int >= 1"),
-    ("data.num_workers", _at_least(0), "an int >= 0 (0: load in the training process)"),
-    ("data.limit_videos", _optional(_at_least(1)), "None (every video) or an int >= 1"),
-    ("model.kind", lambda value: value in ("protoefnet", "blackbox"), "'protoefnet' or 'blackbox'"),
-    ("model.num_prototypes", _at_least(1), "an int >= 1"),
-    ("model.prototype_dim", _at_least(1), "an int >= 1"),
-    ("model.tau", lambda value: value > 0.0, "> 0 (the softmax temperature of the similarities)"),
-    ("model.beta_top_k", _at_least(0), "an int >= 0 (0: β over every prototype)"),
-    ("model.output_stride", lambda value: value in (8, 4), "8 (torchvision's layer3) or 4 (layer3 dilated)"),
-    ("model.frozen_stages", lambda value: 0 <= value <= 4, "an int in 0..4 (stem, layer1, layer2, layer3)"),
-    *[(f"loss.{name}", _at_least(0.0), ">= 0 (a loss weight)")
-      for name in ("mse", "cluster", "psd", "pas", "occurrence", "orthogonality", "transformation", "theta_l1",
-                   "separation", "soft_label", "expected_label_error", "reverse_soft_label")],
-    ("loss.soft_label_sigma", lambda value: value > 0.0, "> 0 (EF points)"),
-    ("data.synthetic_val_fraction", lambda value: 0.0 <= value < 1.0, "a share in [0, 1)"),
-    ("data.synthetic_test_fraction", lambda value: 0.0 <= value < 1.0, "a share in [0, 1)"),
-    ("model.warm_start_videos", _at_least(3), "an int >= 3"),
-    ("model.warm_start_epochs", _at_least(1), "an int >= 1"),
-    ("optim.plateau_cooldown", _at_least(0), "an int >= 0"),
-    ("optim.diagnostic_batches", _at_least(0), "an int >= 0 (0: no gradient diagnostics)"),
-    ("loss.delta", _at_least(0.0), ">= 0 (a label window in EF points)"),
-    ("loss.cluster_k", _at_least(1), "an int >= 1"),
-    ("loss.occurrence_p", _at_least(1), "an int >= 1"),
-    ("optim.epochs", _at_least(1), "an int >= 1"),
-    *[(f"optim.{name}", _at_least(0.0), ">= 0 (a learning rate)")
-      for name in ("lr_backbone", "lr_features", "lr_occurrence", "lr_prototypes", "lr_head", "min_lr")],
-    ("optim.weight_decay", _at_least(0.0), ">= 0"),
-    ("optim.plateau_factor", lambda value: 0.0 < value < 1.0, "a factor in (0, 1)"),
-    ("optim.plateau_patience", _at_least(0), "an int >= 0"),
-    ("optim.head_epochs_after_push", _at_least(0), "an int >= 0"),
-]
+    return apply_overrides(Config(), flatten(values))

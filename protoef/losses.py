@@ -280,7 +280,7 @@ class ProtoEFLoss(WeightedLoss):
     def __init__(self, *, mse: float = 0.1, cluster: float = 10.0, psd: float = 30.0,
                  pas: float = 0.1, occurrence: float = 1e-4, orthogonality: float = 0.0,
                  transformation: float = 0.0, theta_l1: float = 0.0, separation: float = 0.0,
-                 soft_label: float = 0.0, delta: float = 5.0, k: int = 3, occurrence_p: float = 2,
+                 soft_label: float = 0.0, delta: float = 5.0, cluster_k: int = 3, occurrence_p: float = 2,
                  soft_label_sigma: float = 5.0, psd_label_aware: bool = False,
                  expected_label_error: float = 0.0, reverse_soft_label: float = 0.0,
                  occurrence_share: bool = False) -> None:
@@ -290,7 +290,7 @@ class ProtoEFLoss(WeightedLoss):
                         "transformation": transformation, "theta_l1": theta_l1,
                         "separation": separation, "soft_label": soft_label,
                         "expected_label_error": expected_label_error, "reverse_soft_label": reverse_soft_label}
-        self.delta, self.k, self.occurrence_p = delta, k, occurrence_p
+        self.delta, self.cluster_k, self.occurrence_p = delta, cluster_k, occurrence_p
         self.soft_label_sigma, self.psd_label_aware = soft_label_sigma, psd_label_aware
         self.occurrence_share = occurrence_share  # the "occurrence" term as `occurrence_share_loss`
 
@@ -302,7 +302,7 @@ class ProtoEFLoss(WeightedLoss):
         psd_window = (targets, labels, self.delta) if self.psd_label_aware else ()
         terms = {
             "mse": mse_loss(output.ef, targets),
-            "cluster": cluster_loss(output.similarities, targets, labels, self.delta, self.k),
+            "cluster": cluster_loss(output.similarities, targets, labels, self.delta, self.cluster_k),
             "psd": psd_loss(output.similarities, *psd_window),
             "pas": pas_loss(model.prototypes, labels, self.delta),
         }

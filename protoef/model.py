@@ -25,14 +25,16 @@ from typing import NamedTuple
 import torch
 import torch.nn as nn
 from torch import Tensor
-from torchvision.models.video import R2Plus1D_18_Weights, r2plus1d_18
+from torchvision.models.video import r2plus1d_18
 from torchvision.models.video.resnet import BasicBlock, Conv2Plus1D, R2Plus1dStem, VideoResNet
 
-BACKBONES = ("r2plus1d_18", "r2plus1d_10")
+from . import pretrained
+from .pretrained import BACKBONES
+
 BACKBONE_CHANNELS = 256  # channels after layer3, for both backbones
 TRUNCATED_STAGES = ("stem", "layer1", "layer2", "layer3")
 OUTPUT_STRIDES = (8, 4)  # input pixels per feature cell: torchvision's, or layer3 without its spatial stride
-KINETICS400_URL = R2Plus1D_18_Weights.KINETICS400_V1.url  # .../r2plus1d_18-91a641e6.pth
+KINETICS400_URL = pretrained.KINETICS400.url  # torchvision's .../r2plus1d_18-91a641e6.pth
 EF_BIAS = 55.6  # EchoNet-Dynamic's initial bias of the black-box regressor (mean training EF)
 
 
@@ -93,11 +95,16 @@ def load_torchvision_weights(module: nn.Module, weights: str | os.PathLike, *,
                              ignore_prefixes: tuple[str, ...] = ()) -> None:
     """Load torchvision r2plus1d_18 weights into `module` (full or truncated network).
 
-    `weights` is "kinetics400" or the path of a torchvision state dict. Keys starting with
-    one of `ignore_prefixes` (e.g. layer4/fc for a truncated backbone) are dropped; any other
-    missing, unexpected or wrongly shaped key is an error naming the file.
+    `weights` is a downloadable name of `protoef.pretrained` ("kinetics400") or the path of
+    a torchvision state dict. Keys starting with one of `ignore_prefixes` (e.g. layer4/fc for
+    a truncated backbone) are dropped; any other missing, unexpected or wrongly shaped key is
+    an error naming the file.
     """
-    if str(weights) == "kinetics400":
+    named = pretrained.named(weights)
+    if named is not None and named.url is None:
+        raise ValueError(f"model.weights={named.name!r} must be resolved first: the weights come from {named.source}; "
+                         "pass the file it returns")
+    if named is pretrained.KINETICS400:
         source, state = KINETICS400_URL, _kinetics400_state_dict()
     else:
         source, state = str(weights), _load_state_dict_file(weights)
@@ -129,8 +136,8 @@ def build_backbone(name: str = "r2plus1d_18", *, weights: str | os.PathLike | No
     layer3 on a grid twice as fine in H and W (its even cells are exactly torchvision's
     output, eval mode), so occurrence maps of 32-pixel frames are 8 x 8 instead of 4 x 4.
     """
-    if str(weights) == "kinetics400" and name != "r2plus1d_18":  # a local file may hold any backbone
-        raise ValueError(f"pretrained weights exist only for r2plus1d_18, not {name!r}")
+    if (unfit := pretrained.fit_problem(weights, name)) is not None:  # a local file may hold any backbone
+        raise ValueError(unfit)
     if output_stride not in OUTPUT_STRIDES:
         raise ValueError(f"output_stride must be one of {OUTPUT_STRIDES}, got {output_stride!r}")
     full = video_resnet(name)
@@ -306,13 +313,14 @@ class ProtoEFNet(nn.Module):
             self.prototype_labels.copy_(torch.as_tensor(labels))
 
     def parameter_groups(self) -> list[dict]:
-        """Optimiser parameter groups named backbone, feature_module, occurrence_module,
-        prototypes, head; their learning rates come from the config
-        (`protoef.training.build.build_optimizer`, docs/method.md §4). Frozen stages are left out."""
+        """Optimiser parameter groups named backbone, features, occurrence, prototypes, head:
+        each takes its learning rate from the config knob of the same name, ``optim.lr_<name>``
+        (`protoef.training.build.build_optimizer`, docs/method.md §4), and history.csv logs it
+        as ``lr_<name>``. Frozen stages are left out."""
         params = {
             "backbone": [p for p in self.backbone.parameters() if p.requires_grad],
-            "feature_module": list(self.feature_module.parameters()),
-            "occurrence_module": list(self.occurrence_module.parameters()),
+            "features": list(self.feature_module.parameters()),
+            "occurrence": list(self.occurrence_module.parameters()),
             "prototypes": [self.prototypes],
             "head": [self.theta],
         }
@@ -339,8 +347,8 @@ class BlackBoxRegressor(nn.Module):
     def __init__(self, *, backbone: str = "r2plus1d_18", weights: str | os.PathLike | None = None,
                  ef_bias: float = EF_BIAS) -> None:
         super().__init__()
-        if str(weights) == "kinetics400" and backbone != "r2plus1d_18":
-            raise ValueError(f"pretrained weights exist only for r2plus1d_18, not {backbone!r}")
+        if (unfit := pretrained.fit_problem(weights, backbone)) is not None:
+            raise ValueError(unfit)
         self.config = dict(backbone=backbone, ef_bias=ef_bias)  # BlackBoxRegressor(**config)
         self.network = video_resnet(backbone)
         if weights is not None:

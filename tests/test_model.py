@@ -129,8 +129,7 @@ def test_gradients_reach_every_parameter_group():
     torch.manual_seed(3)
     model = ProtoEFNet(**SMALL)
     groups = model.parameter_groups()
-    assert [g["name"] for g in groups] == ["backbone", "feature_module", "occurrence_module",
-                                           "prototypes", "head"]
+    assert [g["name"] for g in groups] == ["backbone", "features", "occurrence", "prototypes", "head"]
     grouped = [id(p) for g in groups for p in g["params"]]
     assert sorted(grouped) == sorted(id(p) for p in model.parameters())  # each exactly once
     video = torch.randn(2, 3, 8, 32, 32)

@@ -5,7 +5,7 @@ import math
 import pandas as pd
 import pytest
 
-from protoef.config import DEMO_RECIPE, PAPER_RECIPE, REMEDIES, resolve
+from protoef.config import DEMO_RECIPE, PAPER_RECIPE, REMEDIES, get_key, resolve
 from protoef.companion.studies import recipes_for
 from protoef.companion.tables import gradient_shares
 
@@ -25,8 +25,7 @@ def test_remedies_are_off_in_the_paper_profile_and_on_in_the_demo():
     paper, demo = resolve("paper"), resolve("demo")
     assert paper.loss.separation == paper.loss.soft_label == 0 and not paper.loss.psd_label_aware
     for key, value in {**DEMO_RECIPE, **REMEDIES}.items():
-        section, name = key.split(".")
-        assert getattr(getattr(demo, section), name) == value, key
+        assert get_key(demo, key) == value, key
     # The paper profile compares itself with the remedies, the demo with the paper's recipe.
     assert recipes_for("paper")["with the remedies"][1] == REMEDIES
     assert recipes_for("demo")["paper recipe"][1] == PAPER_RECIPE

@@ -15,7 +15,7 @@ from protoef.training.tracking import TensorBoardLog, scalar_tag
 def test_history_columns_map_to_grouped_tags():
     assert scalar_tag("train_loss") == "train/loss"
     assert scalar_tag("val_f1_40") == "val/f1_40"
-    assert scalar_tag("lr_feature_module") == "lr/feature_module"
+    assert scalar_tag("lr_features") == "lr/features"
     assert scalar_tag("diagnostic") == "diagnostic"
 
 

@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from ..config import get_key
 from ..diagnostics import LOCAL_WINDOW, TOP1_WINDOW, far_near_angles
 from ..metrics import bootstrap_paired_difference, regression_metrics
 from ..training.runs import RunDir
@@ -62,7 +63,7 @@ def run_table(run_dirs: dict, keys=("seed",)) -> pd.DataFrame:
         row = {**dict(zip(keys, key if isinstance(key, tuple) else (key,))), **test}
         row["mae_ratio_trivial"] = test["mae"] / metrics["trivial"]["test_mae"]
         if "pre_push" in metrics["test"]:
-            delta = run.read_config()["loss"]["delta"]
+            delta = get_key(run.read_config(), "loss.delta")
             prototypes, labels = prototype_vectors(run)
             row["push_mae_change"] = test["mae"] - metrics["test"]["pre_push"]["mae"]
             row["distinct_sources"] = metrics["push"]["distinct_sources"]

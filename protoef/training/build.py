@@ -20,13 +20,12 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
 
-from ..config import Config, from_dict
+from ..config import Config, from_dict, get_key
 from ..data import DataError, EchoNet, collate_clips
 from ..data.synthetic import SPLIT_FRACTIONS
 from ..losses import MSELoss, ProtoEFLoss, WeightedLoss
 from ..model import BlackBoxRegressor, ProtoEFNet, build_backbone
 from . import runs
-from .warmstart import WARM_START
 
 __all__ = ["resolve_device", "data_root", "synthetic_root", "build_model", "build_loss", "build_optimizer",
            "feature_size", "split_dataset", "evaluation_dataset", "training_datasets", "make_loader", "RunContext", "load_run"]
@@ -144,10 +143,7 @@ def build_model(config: Config, *, weights=None, label_range=None) -> torch.nn.M
     `label_range` the initial ``(label_min, label_max)`` when given."""
     m = config.model
     label_range = label_range or (m.label_min, m.label_max)
-    weights = weights if weights is not None else m.weights
-    if weights == WARM_START:
-        raise ValueError("model.weights='synthetic-warmstart' must be resolved first: "
-                         "protoef.training.lifecycle.ensure_warm_start(config)")
+    weights = weights if weights is not None else m.weights  # named weights that need making are refused there
     if m.kind == "blackbox":
         return BlackBoxRegressor(backbone=m.backbone, weights=weights)
     if m.kind != "protoefnet":
@@ -162,8 +158,7 @@ def build_loss(config: Config) -> WeightedLoss:
     for the black box; for ProtoEFNet, ProtoEFLoss with the config's weights, Δl (delta), k and p."""
     if config.model.kind == "blackbox":
         return MSELoss()
-    renamed = {"cluster_k": "k"}  # every other LossConfig field is a ProtoEFLoss argument of the same name
-    return ProtoEFLoss(**{renamed.get(key, key): value for key, value in dataclasses.asdict(config.loss).items()})
+    return ProtoEFLoss(**dataclasses.asdict(config.loss))  # each LossConfig field is the argument of the same name
 
 
 def build_optimizer(model, config: Config) -> torch.optim.Optimizer:
@@ -172,11 +167,9 @@ def build_optimizer(model, config: Config) -> torch.optim.Optimizer:
     o = config.optim
     if isinstance(model, BlackBoxRegressor):
         return torch.optim.Adam(model.parameters(), lr=o.lr_backbone, weight_decay=o.weight_decay)
-    rates = {"backbone": o.lr_backbone, "feature_module": o.lr_features, "occurrence_module": o.lr_occurrence,
-             "prototypes": o.lr_prototypes, "head": o.lr_head}
     groups = model.parameter_groups()
-    for group in groups:
-        group["lr"] = rates[group["name"]]
+    for group in groups:  # a group's name is its knob's: optim.lr_<name>
+        group["lr"] = get_key(o, f"lr_{group['name']}")
         group["weight_decay"] = o.weight_decay if group["name"] not in ("prototypes", "head") else 0.0
     return torch.optim.Adam(groups)
 

@@ -30,7 +30,7 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
-from ..config import Config, from_dict
+from ..config import Config, from_dict, set_key
 from ..data import compute_mean_std, oversampling_sampler, read_file_list, videos_per_batch
 from ..diagnostics import far_pair_angle_degrees, result_warnings, top_prototypes
 from ..losses import MSELoss
@@ -180,8 +180,7 @@ def _resumed_config(out: runs.RunDir, requested: Config, *, checkpoint: str | No
                "run in another directory")
     config = from_dict(stored)
     for key, (old, new) in differences.items():
-        section, _, name = key.rpartition(".")
-        setattr(getattr(config, section) if section else config, name, new)
+        set_key(config, key, new)
         print(f"[train] resume: {key} = {new!r} (the run had {old!r}; it changes how the run executes, not what it learns)")
     return config
 

@@ -37,10 +37,11 @@ import pandas as pd
 import torch
 
 from .. import numerics
+from ..config import flatten
 from ..files import atomic_path
 
 __all__ = ["CheckpointError", "RunLockedError", "atomic_write_text", "write_json", "write_csv", "write_npz", "save_checkpoint",
-           "load_checkpoint", "environment", "run_lock", "flatten", "config_differences", "is_runtime_difference", "RUNTIME_KEYS",
+           "load_checkpoint", "environment", "run_lock", "config_differences", "is_runtime_difference", "RUNTIME_KEYS",
            "RunDir", "CHECKPOINTS",
            "same_folder", "DATA_SET_FILES", "data_set_files", "enclosing_run"]
 
@@ -395,15 +396,6 @@ def _writer(out: pathlib.Path) -> str:
 RUNTIME_KEYS = frozenset({"device", "data.cache_dir", "data.num_workers", "data.decoded_cache"})
 
 
-def flatten(config: dict, prefix: str = "") -> dict:
-    """A nested config dict as ``{"model.tau": 0.2, ...}``."""
-    flat = {}
-    for key, value in config.items():
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def is_runtime_difference(key: str, stored, requested) -> bool:

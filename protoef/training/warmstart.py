@@ -28,7 +28,7 @@ import pathlib
 
 import torch
 
-from ..config import Config, from_dict
+from ..config import Config, from_dict, get_key
 from ..files import atomic_path
 from . import runs
 
@@ -75,8 +75,7 @@ def warm_start_dir(config: Config) -> pathlib.Path:
     (backbone, clip shape, corpus, budget and batch readable in the name, the rest in its
     hash), so a cached warm start is never reused for a run that would pretrain another."""
     d, m = config.data, config.model
-    flat = runs.flatten(config.to_dict())
-    settings = {key: flat[key] for key in PRETRAINING_KEYS}
+    settings = {key: get_key(config, key) for key in PRETRAINING_KEYS}
     digest = hashlib.sha1(json.dumps([CORPUS_SEED, WARM_START_LR, settings], sort_keys=True).encode()).hexdigest()[:8]
     name = (f"{m.backbone}-T{d.clip_length}p{d.period}-{d.resize}px-seed{CORPUS_SEED}"
             f"-v{m.warm_start_videos}-e{m.warm_start_epochs}-b{d.batch_size}-{digest}")
