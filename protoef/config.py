@@ -174,8 +174,8 @@ class OptimConfig:
 
 @dataclass
 class Config:
-    profile: str = knob("paper", Range(_profile_name, "a profile name (paper, demo, smoke) or the warm start's "
-                                                      "'<profile>-warmstart'"))
+    profile: str = knob("paper", Range(_profile_name, "one of demo, paper, smoke (PROFILES) or "
+                                                      "'<profile>-warmstart', a profile's warm start"))
     seed: int = knob(0, at_least(0))
     # "auto" (CUDA if present), "cpu", "cuda", "cuda:1", ...
     device: str = knob("auto", Range(lambda value: re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", value) is not None,
