@@ -5,7 +5,8 @@ every knob as the profile sets it (R(2+1)D-18, 64 frames at period 1, P = 40, ba
 14 × 14 masks with the 5 × 5 dilation, up to 10 test clips, 8 loader workers, the paper's
 loss weights, learning rates and push), except three: the Kinetics-400 weights (offline
 here: random initialisation, said in the output and stored in config.json), the number of
-videos (2 TRAIN, 2 VAL, 2 TEST: one batch holds the whole training set) and the epochs (1).
+videos (2 TRAIN, 2 VAL, 2 TEST: one batch holds the whole training set), the epochs (1) and
+the gradient diagnostics (off).
 Then `predict` and `gallery` on the result. Each 64 × 112² clip costs seconds on 2 cores
 and ~2 GB of activations in training, so the set is as small as the wiring allows: the
 videos have 100–250 frames, i.e. 1–3 test clips each. How up to ``test_clips`` clips are
@@ -39,7 +40,11 @@ def paper_root(tmp_path_factory):
 def test_paper_profile_trains_pushes_tests_predicts_and_draws_on_the_cpu(paper_root, tmp_path, capsys):
     root = paper_root
     out = tmp_path / "paper-run"
-    overrides = ["model.weights=none", "optim.epochs=1", "device=cpu", f"data.cache_dir={tmp_path / 'cache'}"]
+    # No gradient diagnostics: a companion measurement, not a paper knob (tested at the smoke
+    # size by tests/test_diagnostics.py and tests/test_train.py); at this shape its 2 extra
+    # batches cost 30 of the 110 s.
+    overrides = ["model.weights=none", "optim.epochs=1", "optim.diagnostic_batches=0", "device=cpu",
+                 f"data.cache_dir={tmp_path / 'cache'}"]
     assert cli(["train", "--profile", "paper", "--data", str(root), "--out", str(out),
                 *(item for pair in (("--set", o) for o in overrides) for item in pair)]) == 0
     printed = capsys.readouterr().out
@@ -49,6 +54,7 @@ def test_paper_profile_trains_pushes_tests_predicts_and_draws_on_the_cpu(paper_r
     config = json.loads((out / "config.json").read_text())
     paper = resolve("paper").to_dict()
     assert config["model"]["weights"] is None and config["optim"]["epochs"] == 1
+    assert config["optim"]["diagnostic_batches"] == 0
     for section, key in [("data", "clip_length"), ("data", "period"), ("data", "resize"), ("data", "batch_size"),
                          ("data", "num_workers"), ("data", "test_clips"), ("data", "background_dilation"),
                          ("model", "backbone"), ("model", "num_prototypes"), ("model", "tau"), ("loss", "mse"),
