@@ -1,0 +1,89 @@
+"""Screen recipe variants on VAL (never TEST): the record behind docs/method.md §7.
+
+    python tools/screen.py OUT_DIR --seeds 0 1 2 --arm base --arm frozen3:model.frozen_stages=3 \
+        --arm frozen3-e8:model.frozen_stages=3,optim.epochs=8
+
+Each arm is ``NAME[:KEY=VALUE,KEY=VALUE...]`` on top of the demo profile (``--profile``);
+every (arm, seed) is trained once into ``OUT_DIR/<arm>-seed<seed>`` (a finished run is
+reused) by `protoef.training.lifecycle.fit`, one after the other. Then one row per run is
+printed and written to ``OUT_DIR/screen.csv``: the VAL numbers after the push from the run's
+metrics.json (MAE, β mass within ±10 EF, label spread under β, prototypes for 80 % of β,
+top-1 label within ±10), the occurrence maps' IoU ÷ chance at ED / ES on VAL
+(`tables.localization_summary`), the deletion ratio on the first `--deletion-videos` VAL clips
+and the wall clock of the run's training steps and of the whole run (timings.json). Paired
+differences against the first arm, per seed, close the table.
+"""
+from __future__ import annotations
+
+import argparse
+import pathlib
+import sys
+
+import pandas as pd
+
+from protoef.analysis.localization import occurrence_iou_table
+from protoef.companion import occurrence_study, tables
+from protoef.analysis import faithfulness
+from protoef.config import resolve
+from protoef.training import build, lifecycle, runs
+
+VAL_KEYS = {"val_mae": "mae", "beta_mass_within_10": "beta_mass_within_10", "beta_label_spread": "beta_label_spread",
+            "sparsity": "sparsity", "top1_label_within_10": "top1_label_within_10"}
+
+
+def parse_arm(text: str) -> tuple[str, dict]:
+    name, _, settings = text.partition(":")
+    overrides = dict(item.split("=", 1) for item in settings.split(",") if item)
+    return name, overrides
+
+
+def screen_row(run_dir: pathlib.Path, deletion_videos: int) -> dict:
+    run = runs.RunDir(run_dir)
+    val = run.read_metrics()["val"]["post_push"]
+    row = {column: val[key] for column, key in VAL_KEYS.items()}
+    model, config, _ = build.load_run(run_dir)
+    val_set = build.evaluation_dataset(config, "VAL", with_masks=True)
+    summary = tables.localization_summary(occurrence_iou_table(model, val_set, progress=False).assign(arm="x"))
+    for frame in ("ED", "ES"):
+        row[f"iou_over_chance_{frame}"] = float(summary.loc[("x", "occurrence", frame), "iou_over_chance"])
+    _, clips = occurrence_study.traced_clips(val_set, deletion_videos)
+    deletion = faithfulness.deletion_table(model, clips, range(model.num_prototypes))
+    row["deletion_ratio"] = float(deletion["drop_top"].mean() / deletion["drop_random"].mean())
+    timings = run.read_timings()
+    row["train_steps_s"] = timings["seconds"]["epochs_train"]
+    row["run_s"] = timings["total_seconds"]
+    return row
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out", type=pathlib.Path)
+    parser.add_argument("--profile", default="demo")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--arm", action="append", required=True, help="NAME[:KEY=VALUE,...]; the first is the reference")
+    parser.add_argument("--deletion-videos", type=int, default=24)
+    args = parser.parse_args(argv)
+    arms = [parse_arm(text) for text in args.arm]
+    rows = []
+    for seed in args.seeds:  # every arm at a seed before the next seed: a cut screen stays paired
+        for name, overrides in arms:
+            run_dir = args.out / f"{name}-seed{seed}"
+            if not runs.RunDir(run_dir).finished:
+                lifecycle.fit(resolve(args.profile, {**overrides, "seed": seed}), run_dir)
+            rows.append({"arm": name, "seed": seed, **screen_row(run_dir, args.deletion_videos)})
+            print(pd.DataFrame(rows[-1:]).to_string(index=False), flush=True)
+    table = pd.DataFrame(rows)
+    table.to_csv(args.out / "screen.csv", index=False)
+    pd.set_option("display.width", 250)
+    print(table.to_string(index=False, float_format="%.3f"))
+    reference = table[table["arm"] == arms[0][0]].set_index("seed")
+    numeric = table.columns.drop(["arm", "seed"])
+    for name, _ in arms[1:]:
+        difference = table[table["arm"] == name].set_index("seed")[numeric] - reference[numeric]
+        print(f"\n{name} − {arms[0][0]}, per seed:\n{difference.to_string(float_format='%.3f')}\n"
+              f"mean:\n{difference.mean().to_string(float_format='%.3f')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
