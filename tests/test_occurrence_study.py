@@ -64,6 +64,30 @@ def test_occurrence_claims_on_hand_made_tables():
     half = stats.t.ppf(0.975, 1) * math.sqrt(0.02) / math.sqrt(2)  # differences 0 and 0.2: sd √0.02
     assert (cost.value, cost.low, cost.high) == pytest.approx((0.1, 0.1 - half, 0.1 + half))
     assert cost.verdict == "inconclusive"
-    # per clip: a drops 0.6 vs 0.1, b 0.3 vs 0.05; full ratio (0.45 / 0.075) = 6, each clip 6 too
-    assert (faithful.value, faithful.low, faithful.high) == pytest.approx((6.0, 6.0, 6.0)) and faithful.verdict == "holds"
+    # per clip: a drops 0.6 vs 0.1, b 0.3 vs 0.05, so top − 3 × random is 0.3 and 0.15: mean 0.225,
+    # and every bootstrap replicate lies between the two clips' values; ratio of means 0.45 / 0.075 = 6
+    assert faithful.value == pytest.approx(0.225) and 0.15 - 1e-12 <= faithful.low <= faithful.high <= 0.3 + 1e-12
+    assert faithful.verdict == "holds" and "ratio of the means 6.00" in faithful.measure
     assert (sane.value, sane.low, sane.high) == pytest.approx((0.2, 0.2, 0.2)) and sane.verdict == "holds"  # step 2 only
+
+
+def test_deletion_claim_stays_defined_when_random_occlusion_raises_the_similarity():
+    # Random cells that *raise* s_k (negative drop) made the old ratio of means negative (here
+    # 0.4 / −0.1 = −4, "does not hold") although hiding the top cells is what lowers s_k.
+    # top − 3 × random: clip a 0.5 + 0.3 = 0.8, clip b 0.3 + 0.3 = 0.6, mean 0.7 > 0: holds.
+    # And a map no better than random (top = random = 0.2): 0.2 − 0.6 = −0.4 < 0: does not hold.
+    mine = occurrence_study.arm_name(1.0)
+    iou = pd.concat([iou_rows(arm, method, 0, [0.3, 0.3, 0.3, 0.3]) for arm, method in
+                     [(mine, "occurrence"), (occurrence_study.arm_name(0.0), "occurrence"),
+                      (occurrence_study.BLACKBOX_ARM, "gradcam layer3")]])
+    runs = pd.DataFrame({"occurrence_weight": [1.0, 0.0], "seed": [0, 0], "mae": [4.0, 4.0]})
+    randomization = pd.DataFrame({"step": [2], "maps": "occurrence", "filename": ["a"], "randomized": ["x"],
+                                  "spearman": [0.1]})
+    for deletion, expected, verdict in [
+            (pd.DataFrame({"arm": mine, "filename": ["a", "b"], "drop_top": [0.5, 0.3], "drop_random": [-0.1, -0.1]}),
+             0.7, "holds"),
+            (pd.DataFrame({"arm": mine, "filename": ["a", "b"], "drop_top": [0.2, 0.2], "drop_random": [0.2, 0.2]}),
+             -0.4, "does not hold")]:
+        claims = occurrence_study.occurrence_claims(iou, runs, deletion, randomization, chosen=1.0, layer="layer3")
+        faithful = next(claim for claim in claims if "faithful" in claim.claim)
+        assert faithful.value == pytest.approx(expected) and faithful.verdict == verdict

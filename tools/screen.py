@@ -16,6 +16,7 @@ differences against the first arm, per seed, close the table.
 from __future__ import annotations
 
 import argparse
+import json
 import pathlib
 import sys
 
@@ -70,7 +71,10 @@ def main(argv=None) -> int:
             run_dir = args.out / f"{name}-seed{seed}"
             if not runs.RunDir(run_dir).finished:
                 lifecycle.fit(resolve(args.profile, {**overrides, "seed": seed}), run_dir)
-            rows.append({"arm": name, "seed": seed, **screen_row(run_dir, args.deletion_videos)})
+            stored = run_dir / "screen_row.json"  # the row of a finished run is computed once
+            if not stored.is_file():
+                stored.write_text(json.dumps(screen_row(run_dir, args.deletion_videos)))
+            rows.append({"arm": name, "seed": seed, **json.loads(stored.read_text())})
             print(pd.DataFrame(rows[-1:]).to_string(index=False), flush=True)
     table = pd.DataFrame(rows)
     table.to_csv(args.out / "screen.csv", index=False)
