@@ -10,7 +10,8 @@ printed and written to ``OUT_DIR/screen.csv``: the VAL numbers after the push fr
 metrics.json (MAE, β mass within ±10 EF, label spread under β, prototypes for 80 % of β,
 top-1 label within ±10), the occurrence maps' IoU ÷ chance at ED / ES on VAL
 (`tables.localization_summary`), the deletion ratio on the first `--deletion-videos` VAL clips
-and the wall clock of the run's training steps and of the whole run (timings.json). Paired
+(mean top drop ÷ mean random drop over every prototype: read it with docs/method.md §6's
+caveat, it changes sign when random occlusion raises the similarity) and the wall clock of the run's training steps and of the whole run (timings.json). Paired
 differences against the first arm, per seed, close the table.
 """
 from __future__ import annotations
@@ -22,9 +23,9 @@ import sys
 
 import pandas as pd
 
+from protoef.analysis import faithfulness
 from protoef.analysis.localization import occurrence_iou_table
 from protoef.companion import occurrence_study, tables
-from protoef.analysis import faithfulness
 from protoef.config import resolve
 from protoef.training import build, lifecycle, runs
 
@@ -68,10 +69,13 @@ def main(argv=None) -> int:
     rows = []
     for seed in args.seeds:  # every arm at a seed before the next seed: a cut screen stays paired
         for name, overrides in arms:
-            run_dir = args.out / f"{name}-seed{seed}"
-            if not runs.RunDir(run_dir).finished:
-                lifecycle.fit(resolve(args.profile, {**overrides, "seed": seed}), run_dir)
-            stored = run_dir / "screen_row.json"  # the row of a finished run is computed once
+            run_dir, config = args.out / f"{name}-seed{seed}", resolve(args.profile, {**overrides, "seed": seed})
+            if runs.RunDir(run_dir).finished:  # reused only if it is this arm's run
+                runs.RunDir(run_dir).require_config(config.to_dict(), checkpoint="final",
+                                                    remedy="Name the arm differently or delete the run.")
+            else:
+                lifecycle.fit(config, run_dir)
+            stored = args.out / f"{name}-seed{seed}.row.json"  # each run's row is computed once
             if not stored.is_file():
                 stored.write_text(json.dumps(screen_row(run_dir, args.deletion_videos)))
             rows.append({"arm": name, "seed": seed, **json.loads(stored.read_text())})
