@@ -11,8 +11,9 @@ metrics.json (MAE, β mass within ±10 EF, label spread under β, prototypes for
 top-1 label within ±10), the occurrence maps' IoU ÷ chance at ED / ES on VAL
 (`tables.localization_summary`), the deletion ratio on the first `--deletion-videos` VAL clips
 (mean top drop ÷ mean random drop over every prototype: read it with docs/method.md §6's
-caveat, it changes sign when random occlusion raises the similarity) and the wall clock of the run's training steps and of the whole run (timings.json). Paired
-differences against the first arm, per seed, close the table.
+caveat, it changes sign when random occlusion raises the similarity) and the wall clock of
+the run's training steps and of the whole run (timings.json). Paired differences against
+the first arm, per seed, close the table.
 """
 from __future__ import annotations
 
@@ -33,10 +34,11 @@ VAL_KEYS = {"val_mae": "mae", "beta_mass_within_10": "beta_mass_within_10", "bet
             "sparsity": "sparsity", "top1_label_within_10": "top1_label_within_10"}
 
 
-def parse_arm(text: str) -> tuple[str, dict]:
+def parse_arm(text: str) -> tuple[str, list[str]]:
+    """``NAME[:KEY=VALUE,...]`` → (name, ["KEY=VALUE", ...]): the CLI's --set form, which
+    `config.resolve` parses and checks."""
     name, _, settings = text.partition(":")
-    overrides = dict(item.split("=", 1) for item in settings.split(",") if item)
-    return name, overrides
+    return name, [item for item in settings.split(",") if item]
 
 
 def screen_row(run_dir: pathlib.Path, deletion_videos: int) -> dict:
@@ -69,10 +71,10 @@ def main(argv=None) -> int:
     rows = []
     for seed in args.seeds:  # every arm at a seed before the next seed: a cut screen stays paired
         for name, overrides in arms:
-            run_dir, config = args.out / f"{name}-seed{seed}", resolve(args.profile, {**overrides, "seed": seed})
-            if runs.RunDir(run_dir).finished:  # reused only if it is this arm's run
-                runs.RunDir(run_dir).require_config(config.to_dict(), checkpoint="final",
-                                                    remedy="Name the arm differently or delete the run.")
+            run_dir, config = args.out / f"{name}-seed{seed}", resolve(args.profile, [*overrides, f"seed={seed}"])
+            run = runs.RunDir(run_dir)
+            if run.finished:  # reused only if it is this arm's run
+                run.require_config(config.to_dict(), checkpoint="final", remedy="Name the arm differently or delete the run.")
             else:
                 lifecycle.fit(config, run_dir)
             stored = args.out / f"{name}-seed{seed}.row.json"  # each run's row is computed once
