@@ -14,7 +14,7 @@
 # - **localisation** against the traced LV at ED and ES: IoU (top-q rule, chance q / (2 − q)), the share of the map's mass inside the LV (chance: the LV fraction q) and the pointing game (map maximum inside the LV; chance q), each as a ratio to chance; the black box of notebook 03 is measured the same way on its Grad-CAM at the block whose maps have the size of ProtoEFNet's (`localization.matching_gradcam_layer`) and at `layer4`, the standard choice;
 # - **faithfulness**: hiding a prototype's top cells against random cells (deletion test), and the model-randomisation sanity test of Adebayo et al. (cascading from the top), for the occurrence maps and for Grad-CAM alike.
 #
-# **Budget** (`studies.plan_for(profile)`). Demo: 5 seeds per arm; the profile's own arm reuses notebook 02's runs. Smoke (CI): one seed, one epoch, 8 videos per arm. Paper: 3 seeds per arm at the paper's budget.
+# **Budget** (`studies.plan_for(profile)`). Demo: 5 seeds for weight 0 and the profile's own weight (the compared arms), 3 for the paper's weight (described, and its first seed's deletion test); the profile's own arm reuses notebook 02's runs. Smoke (CI): one seed, one epoch, 8 videos per arm. Paper: 3 seeds per arm at the paper's budget.
 
 # %% tags=["parameters"]
 profile = None  # "demo", "smoke" or "paper"; None: $PROTOEF_PROFILE or "demo"
@@ -33,12 +33,12 @@ from protoef.training import build
 plan = studies.plan_for(profile)
 weights, chosen = studies.occurrence_weights_for(profile), notebook.config_for(profile).loss.occurrence
 runs = studies.occurrence_weight_runs(profile, weights, plan.occurrence_seeds, plan.occurrence_overrides, data=data,
-                                      executor=executor)
+                                      paper_seeds=plan.occurrence_paper_seeds, executor=executor)
 blackbox_runs = studies.seed_runs(profile, "blackbox", plan.seeds, {"model.kind": "blackbox"}, data=data)
 runs_table = tables.run_table(runs, keys=("occurrence_weight", "seed"))
 iou, layer = occurrence_study.localization_tables(runs, blackbox_runs)
 occurrence_study.per_video_means(iou).to_csv(folder / "07_iou.csv", index=False)
-print(f"weights {weights} (the profile's: {chosen:g}) × seeds {list(plan.occurrence_seeds)}; black box seeds "
+print(f"weights {weights} (the profile's: {chosen:g}); seeds {sorted({seed for _, seed in runs})}; black box seeds "
       f"{list(plan.seeds)}, Grad-CAM at {layer} (the occurrence maps' size) and {occurrence_study.STANDARD_GRADCAM_LAYER}")
 
 # %% [markdown]

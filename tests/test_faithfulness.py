@@ -215,3 +215,17 @@ def test_deletion_and_stability_run_on_protoefnet_shapes(tiny_protoefnet):
     stability = faithfulness.noise_stability(tiny_protoefnet, clips[0], noise_std=0.05, repeats=3, top=3)
     assert all(0.0 <= stability[key] <= 1.0 for key in ("top_set_overlap", "top1_unchanged", "argmax_unchanged"))
     assert stability["argmax_shift_cells"] >= 0.0
+
+
+def test_deletion_table_of_many_prototypes_equals_one_test_per_prototype(tiny_protoefnet):
+    # The table shares one set of random occlusions between a clip's prototypes (they do not
+    # depend on the prototype) and batches the occluded clips; each row must still be what
+    # `deletion_test` gives for that prototype alone, with the same default draws.
+    torch.manual_seed(7)
+    clips = torch.randn(2, 3, 8, 32, 32)
+    table = faithfulness.deletion_table(tiny_protoefnet, clips, prototypes=[0, 1, 2], repeats=4, batch_size=3)
+    for row in table.itertuples():
+        alone = faithfulness.deletion_test(tiny_protoefnet, clips[row.clip], row.prototype, repeats=4)
+        for key in ("similarity", "drop_top", "drop_random", "drop_random_sd"):
+            assert getattr(row, key) == pytest.approx(alone[key], abs=1e-6), (row.clip, row.prototype, key)
+    assert table["drop_random"].nunique() > 1  # the random drops are read per prototype, not copied

@@ -38,6 +38,14 @@ def test_occurrence_weight_runs_reuse_notebook_02s_runs_for_the_profiles_weight(
     planned.clear()
     studies.occurrence_weight_runs("demo", (own,), (0,), {"optim.epochs": 1})  # other budget: its own runs
     assert planned[(own, 0)][0] == f"occ{own:g}-seed0"
+    if own != studies.PAPER_OCCURRENCE_WEIGHT:  # the paper's weight, in the paper's form, over its own seeds
+        planned.clear()
+        studies.occurrence_weight_runs("demo", (0.0, studies.PAPER_OCCURRENCE_WEIGHT, own), (0, 1, 2), {},
+                                       paper_seeds=(0, 1))
+        assert sorted(planned) == sorted([(0.0, 0), (0.0, 1), (0.0, 2), (own, 0), (own, 1), (own, 2), (1e-4, 0),
+                                          (1e-4, 1)])
+        assert planned[(1e-4, 1)] == ("occ0.0001-seed1", {"loss.occurrence": 1e-4, "loss.occurrence_share": False,
+                                                          "seed": 1})
 
 
 def iou_rows(arm, method, seed, ious):

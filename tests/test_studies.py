@@ -29,7 +29,7 @@ def test_study_budgets_belong_to_the_profile():
     assert len(paper.taus) * len(paper.deltas) == 20 and len(paper.pas_weights) == 4
     for seeds in (demo.seeds, demo.pas_seeds, demo.occurrence_seeds):
         assert len(set(seeds)) == len(seeds) >= 5
-    assert len(set(demo.recipe_seeds)) >= 3
+    assert len(set(demo.recipe_seeds)) >= 3 and len(set(demo.occurrence_paper_seeds)) >= 3
     assert demo.sensitivity_overrides["optim.epochs"] < resolve("demo").optim.epochs
     for plan_seeds in (smoke.seeds, smoke.pas_seeds, smoke.occurrence_seeds, smoke.recipe_seeds):
         assert len(plan_seeds) == 1

@@ -78,7 +78,8 @@ def _random_cells(shape: tuple[int, int, int], count: int, generator: torch.Gene
 
 
 def deletion_test(model: nn.Module, video: Tensor, prototype: int, *, fraction: float = 0.25, repeats: int = 10,
-                  fill: float = 0.0, per_slot: bool = True, generator: torch.Generator | None = None) -> dict[str, float]:
+                  fill: float = 0.0, per_slot: bool = True, generator: torch.Generator | None = None,
+                  batch_size: int = 16) -> dict[str, float]:
     """Similarity drop of prototype `prototype` when its map's top cells are occluded vs random cells.
 
     video (3, T, H, W), model input. Per time slot of the map (T', H', W'), the
@@ -88,45 +89,69 @@ def deletion_test(model: nn.Module, video: Tensor, prototype: int, *, fraction: 
     ``drop_top`` (s_k − s_k occluded), ``drop_random`` and ``drop_random_sd`` (mean and sd over
     the random draws) and ``cells`` (the count per slot). ``per_slot=False`` ranks the cells of
     the map's mean over time instead and occludes the same cells in every frame (and one
-    random spatial draw for all slots)."""
+    random spatial draw for all slots). `generator` (default: seeded 0) draws the random cells;
+    at most `batch_size` occluded clips go through the model at once."""
+    return _deletion_rows(model, video, [prototype], fraction=fraction, repeats=repeats, fill=fill, per_slot=per_slot,
+                          generator=generator, batch_size=batch_size)[0]
+
+
+def _deletion_rows(model, video, prototypes, *, fraction, repeats, fill, per_slot, generator, batch_size) -> list[dict]:
+    """`deletion_test` for several prototypes of one clip at the cost of one. Which cells the
+    random arm hides depends only on the map shape and the generator, not on the prototype, so
+    one set of `repeats` randomly occluded clips serves every prototype (their s_k are all read
+    from the same forward); only the top-cell occlusion is one clip per prototype."""
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
-    device = video.device
     clean = _forward(model, video[None])
-    similarity = float(clean.similarities[0, prototype])
-    occurrence_map = clean.occurrence_maps[0, prototype].float().cpu()             # (T', H', W')
-    count = max(1, int(round(fraction * occurrence_map.shape[1] * occurrence_map.shape[2])))
+    maps = clean.occurrence_maps[0].float().cpu()                                    # (P, T', H', W')
+    shape = tuple(maps.shape[1:])
+    count = max(1, int(round(fraction * shape[1] * shape[2])))
     if per_slot:
-        masks = [_top_cells(occurrence_map, count)] + [_random_cells(occurrence_map.shape, count, generator)
-                                                       for _ in range(repeats)]
+        top = [_top_cells(maps[k], count) for k in prototypes]
+        random = [_random_cells(shape, count, generator) for _ in range(repeats)]
     else:  # one spatial set for the whole clip, broadcast over the time slots
-        spatial = (1, *occurrence_map.shape[1:])
-        masks = [_top_cells(occurrence_map.mean(0, keepdim=True), count)] + [
-            _random_cells(spatial, count, generator) for _ in range(repeats)]
-        masks = [mask.expand(occurrence_map.shape) for mask in masks]
-    occluded = video[None].repeat(len(masks), 1, 1, 1, 1)                             # (1 + R, 3, T, H, W)
-    for index, cells in enumerate(masks):
-        pixels = occlusion_mask(cells, tuple(video.shape[1:])).to(device)            # (T, H, W)
-        occluded[index][:, pixels] = fill
-    after = _forward(model, occluded).similarities[:, prototype].float().cpu().numpy()  # (1 + R,)
-    random_drops = similarity - after[1:]
-    return {"similarity": similarity, "drop_top": similarity - float(after[0]),
-            "drop_random": float(random_drops.mean()) if repeats else math.nan,
-            "drop_random_sd": float(random_drops.std(ddof=1)) if repeats > 1 else math.nan, "cells": count}
+        spatial = (1, *shape[1:])
+        top = [_top_cells(maps[k].mean(0, keepdim=True), count).expand(shape) for k in prototypes]
+        random = [_random_cells(spatial, count, generator).expand(shape) for _ in range(repeats)]
+    after = _occluded_similarities(model, video, top + random, fill=fill, batch_size=batch_size)  # (K + R, P)
+    rows = []
+    for index, k in enumerate(prototypes):
+        similarity = float(clean.similarities[0, k])
+        random_drops = similarity - after[len(prototypes):, k]
+        rows.append({"similarity": similarity, "drop_top": similarity - float(after[index, k]),
+                     "drop_random": float(random_drops.mean()) if repeats else math.nan,
+                     "drop_random_sd": float(random_drops.std(ddof=1)) if repeats > 1 else math.nan, "cells": count})
+    return rows
+
+
+def _occluded_similarities(model, video: Tensor, cell_masks: list, *, fill: float, batch_size: int) -> np.ndarray:
+    """s (len(cell_masks), P) of `video` with each cell mask's pixels set to `fill`, in batches."""
+    parts = []
+    for first in range(0, len(cell_masks), batch_size):
+        chunk = cell_masks[first:first + batch_size]
+        occluded = video[None].repeat(len(chunk), 1, 1, 1, 1)                          # (B, 3, T, H, W)
+        for index, cells in enumerate(chunk):
+            occluded[index][:, occlusion_mask(cells, tuple(video.shape[1:])).to(video.device)] = fill
+        parts.append(_forward(model, occluded).similarities.float().cpu().numpy())
+    return np.concatenate(parts)
 
 
 def deletion_table(model: nn.Module, videos: Tensor, prototypes=None, **options) -> pd.DataFrame:
     """`deletion_test` for every clip of `videos` (N, 3, T, H, W) and every prototype in
     `prototypes` (default: each clip's top-β prototype); one row per (clip, prototype), with
-    ``ratio`` = drop_top / drop_random (NaN when the random drop is 0). Options are `deletion_test`'s."""
+    ``ratio`` = drop_top / drop_random (NaN when the random drop is 0). Options are `deletion_test`'s;
+    without a `generator`, each clip's random cells are drawn from a generator seeded 0, so every
+    clip and prototype is tested against the same random draws."""
+    options = {"fraction": 0.25, "repeats": 10, "fill": 0.0, "per_slot": True, "generator": None, "batch_size": 16,
+               **options}
     rows = []
     for clip_index, video in enumerate(videos):
         chosen = prototypes
         if chosen is None:
             chosen = [int(_forward(model, video[None]).weights[0].argmax())]
-        for prototype in chosen:
-            result = deletion_test(model, video, int(prototype), **options)
+        chosen = [int(k) for k in chosen]
+        for prototype, result in zip(chosen, _deletion_rows(model, video, chosen, **options)):
             ratio = result["drop_top"] / result["drop_random"] if result["drop_random"] else math.nan
-            rows.append({"clip": clip_index, "prototype": int(prototype), **result, "ratio": ratio})
+            rows.append({"clip": clip_index, "prototype": prototype, **result, "ratio": ratio})
     return pd.DataFrame(rows)
 
 

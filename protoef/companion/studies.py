@@ -44,18 +44,23 @@ class StudyPlan:
     # loss.occurrence values of notebook 07; None: 0, the paper's weight and the profile's own
     # (`occurrence_weights_for`), so the profile's arm is notebook 02's runs.
     occurrence_weights: tuple | None = None
-    occurrence_seeds: tuple = (0, 1, 2)  # seeds of every occurrence arm
+    occurrence_seeds: tuple = (0, 1, 2)  # seeds of the compared occurrence arms (0 and the profile's own weight)
+    # seeds of the paper's weight when it is not the profile's own (None: occurrence_seeds): no
+    # claim compares it with another arm over seeds (its deletion row uses the first seed)
+    occurrence_paper_seeds: tuple | None = None
     occurrence_overrides: dict = dataclasses.field(default_factory=dict)  # {}: the profile's budget
 
 
 STUDY_PLANS = {
     # 5 seeds per model, per PAS arm (0 and the paper's 0.1, whose runs are notebook 02's) and
-    # per occurrence arm, so that an effect of a tenth of an EF point can be told from seed
-    # noise; 3 per recipe of notebook 09 (a contrast several times larger), and a 2 × 2 grid
-    # at a third of the budget (4 of 12 epochs, from the warm start): what fits the demo's
+    # per compared occurrence arm (0 and the demo's 1), so that an effect of a tenth of an EF
+    # point can be told from seed noise; 3 for the paper's occurrence weight (described, not
+    # compared) and per recipe of notebook 09 (a contrast several times larger), and a 2 × 2
+    # grid at a third of the budget (4 of 12 epochs, from the warm start): what fits the demo's
     # time on 2 cores (the paper plan keeps the weight sweep and the full grid).
     "demo": StudyPlan(seeds=(0, 1, 2, 3, 4), pas_weights=(0.0, 0.1), pas_seeds=(0, 1, 2, 3, 4), taus=(0.1, 0.5),
-                      deltas=(2.5, 10.0), sensitivity_overrides={"optim.epochs": 4}, occurrence_seeds=(0, 1, 2, 3, 4)),
+                      deltas=(2.5, 10.0), sensitivity_overrides={"optim.epochs": 4}, occurrence_seeds=(0, 1, 2, 3, 4),
+                      occurrence_paper_seeds=(0, 1, 2)),
     # One seed and one-epoch sweeps on 8 videos: shows in CI that every study runs, nothing more.
     "smoke": StudyPlan(seeds=(0,), recipe_seeds=(0,), pas_weights=(0.0, 0.1), pas_seeds=(0,), pas_sweep_seeds=(0,),
                        pas_overrides={"optim.epochs": 1, "data.limit_videos": 8}, taus=(0.2, 0.5), deltas=(5.0,),
@@ -124,17 +129,20 @@ def pas_weight_runs(profile: str, weights, seeds, overrides: dict, *, data=None,
     return run_sweep(profile, planned, data=data, executor=executor)
 
 
-def occurrence_weight_runs(profile: str, weights, seeds, overrides: dict, *, data=None, executor="auto") -> dict:
+def occurrence_weight_runs(profile: str, weights, seeds, overrides: dict, *, data=None, paper_seeds=None,
+                           executor="auto") -> dict:
     """ProtoEFNet per occurrence-loss weight (``loss.occurrence``) and seed: ``{(weight, seed):
     run directory}``. The profile's own weight with no overrides is notebook 02's run
     (``protoefnet-seed{s}``), reused; other weights are ``occ{w}-seed{s}``. The paper's weight
-    is run in the paper's form too (``loss.occurrence_share`` off), whatever the profile's form."""
+    is run in the paper's form too (``loss.occurrence_share`` off), whatever the profile's form,
+    over `paper_seeds` (default: `seeds`) when it is not the profile's own weight."""
     own = notebook.config_for(profile).loss.occurrence
     planned = {}
     for weight in weights:
         name = "protoefnet" if weight == own and not overrides else f"occ{weight:g}"
-        form = {"loss.occurrence_share": False} if weight == PAPER_OCCURRENCE_WEIGHT and weight != own else {}
-        for seed in seeds:
+        paper_arm = weight == PAPER_OCCURRENCE_WEIGHT and weight != own
+        form = {"loss.occurrence_share": False} if paper_arm else {}
+        for seed in (paper_seeds or seeds) if paper_arm else seeds:
             planned[(weight, seed)] = (f"{name}-seed{seed}", {**overrides, "loss.occurrence": float(weight), **form,
                                                               "seed": seed})
     return run_sweep(profile, planned, data=data, executor=executor)
