@@ -168,6 +168,12 @@ class OptimConfig:
     # prototype takes its own best clip independently, as the official code does.
     push_unique: bool = knob(True, FLAG)
     head_epochs_after_push: int = knob(0, at_least(0))
+    # Candidate for a local β (issue 17; 1 = off in every profile, screened post hoc only,
+    # docs/method.md §7): θ multiplied by the factor up to this one that VAL chooses, on the
+    # best checkpoint before the push (protoef.training.calibration), within the tolerance
+    # of VAL MAE below.
+    beta_sharpening_max: float = knob(1.0, at_least(1.0, "1: off"))
+    beta_sharpening_tolerance: float = knob(0.1, at_least(0.0, "EF points of VAL MAE"))
     # per epoch, batches on which each loss term's gradient norm is measured
     diagnostic_batches: int = knob(2, at_least(0, "0: no gradient diagnostics"))
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import ast
 import importlib.metadata
 import json
-import os
 import pathlib
 import shutil
 import subprocess
@@ -33,25 +32,16 @@ from protoef.data import DataError, EchoNet
 from protoef.training.build import data_root
 from protoef.training.lifecycle import fit
 from tests.test_echonet import frame_levels, index_video, rectangle_tracing, tracing_rows, write_avi
-from tests.test_train import cache, smoke  # noqa: F401  (the module-scoped cache fixture and the smoke config)
+from tests.test_train import smoke
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def finished_run(cache, tmp_path_factory):
-    """A trained smoke run, and every path `os.replace` moved into place while it was written."""
-    out = tmp_path_factory.mktemp("run") / "smoke"
-    replaced, replace = [], os.replace
-
-    def recording_replace(source, destination):
-        replaced.append(pathlib.Path(destination))
-        return replace(source, destination)
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(os, "replace", recording_replace)
-        fit(smoke(cache), out)
-    return out, replaced
+def finished_run(recorded_smoke_run):
+    """(run, paths `os.replace` moved into place while it was written): the session's smoke
+    run (tests/conftest.py), shared read-only; tests that change a run copy it first."""
+    return recorded_smoke_run
 
 
 @pytest.fixture

@@ -17,10 +17,10 @@ from protoef.__main__ import main as cli
 from protoef.data import DataError, EchoNet
 from protoef.training.build import data_root
 from protoef.training.lifecycle import fit
-from tests.test_bad_inputs import finished_run  # noqa: F401  (one smoke run for the module)
+from tests.test_bad_inputs import finished_run  # noqa: F401  (the session's smoke run)
 from tests.test_bad_inputs_more import SMALL, write_root
 from tests.test_echonet import index_video, rectangle_tracing, tracing_rows, write_avi
-from tests.test_train import cache, smoke  # noqa: F401
+from tests.test_train import smoke
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 

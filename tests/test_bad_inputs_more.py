@@ -19,9 +19,9 @@ from protoef.companion import notebook, tables
 from protoef.data import DataError, EchoNet
 from protoef.training import runs
 from protoef.training.build import data_root
-from tests.test_bad_inputs import finished_run, interrupted_run  # noqa: F401  (one smoke run for the module)
+from tests.test_bad_inputs import finished_run, interrupted_run  # noqa: F401  (the session's smoke run)
 from tests.test_echonet import index_video, rectangle_tracing, tracing_rows, write_avi
-from tests.test_train import cache, smoke  # noqa: F401
+from tests.test_train import smoke
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SMALL = {"clip_length": 8, "period": 8, "resize": 32, "mean": 0.0, "std": 1.0, "feature_size": (4, 4)}

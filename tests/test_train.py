@@ -25,20 +25,14 @@ from protoef.training.runs import CheckpointError, RunDir, load_checkpoint
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory) -> pathlib.Path:
-    return tmp_path_factory.mktemp("cache")
-
-
 def smoke(cache, **overrides):
+    """The smoke profile with its data in `cache` (the session's `cache` fixture: tests/conftest.py)."""
     return resolve("smoke", {"data.cache_dir": str(cache), **overrides})
 
 
 @pytest.fixture(scope="module")
-def finished_run(cache, tmp_path_factory) -> pathlib.Path:
-    out = tmp_path_factory.mktemp("run") / "smoke"
-    fit(smoke(cache), out)
-    return out
+def finished_run(recorded_smoke_run) -> pathlib.Path:
+    return recorded_smoke_run[0]  # the session's smoke run (tests/conftest.py), read-only
 
 
 def test_run_directory_is_complete_and_well_formed(finished_run, cache):
@@ -337,7 +331,7 @@ def test_torchrun_two_processes_on_cpu_write_one_run(cache, tmp_path):
 def test_local_beta_candidates_train_end_to_end(cache, tmp_path):
     out = tmp_path / "local"
     fit(smoke(cache, **{"optim.epochs": 1, "loss.expected_label_error": 0.01, "loss.reverse_soft_label": 1.0,
-                        "model.beta_top_k": 3}), out)
+                        "model.beta_top_k": 3, "optim.beta_sharpening_max": 4.0}), out)
     history = pd.read_csv(out / "history.csv")
     for column in ("train_expected_label_error", "train_reverse_soft_label", "train_grad_expected_label_error_prototypes",
                    "train_grad_reverse_soft_label_features"):
@@ -346,3 +340,12 @@ def test_local_beta_candidates_train_end_to_end(cache, tmp_path):
     assert history["val_top3_beta"].iloc[0] == pytest.approx(1.0, abs=1e-6)
     metrics = _metrics(out)
     assert metrics["val"]["post_push"]["top3_beta"] == pytest.approx(1.0, abs=1e-6)
+    # β sharpening (protoef.training.calibration): the whole grid scored on VAL, the rule's
+    # choice (most β mass within ±10 EF among the factors within 0.1 VAL MAE of f = 1), and
+    # the evaluation before the push runs the chosen head: its VAL MAE is the chosen row's.
+    sharpening = metrics["beta_sharpening"]
+    grid = {row["factor"]: row for row in sharpening["grid"]}
+    assert list(grid) == [1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0]
+    allowed = [row for row in grid.values() if row["mae"] <= grid[1.0]["mae"] + 0.1]
+    assert grid[sharpening["factor"]]["beta_mass_within_10"] == max(row["beta_mass_within_10"] for row in allowed)
+    assert metrics["val"]["pre_push"]["mae"] == pytest.approx(grid[sharpening["factor"]]["mae"], abs=1e-4)

@@ -6,7 +6,7 @@
 
 Read `fit` top to bottom: `_start` (config, data, model, optimiser; a resume picks up the
 stored state), `_train` (the epochs, a checkpoint after each), `finish` (the best epoch,
-its metrics before the push, the push, the head epochs, the metrics after, every result
+the opt-in β sharpening, its metrics before the push, the push, the head epochs, the metrics after, every result
 file; ``metrics.json`` last). The run directory's layout is `protoef.training.runs`'.
 
 Determinism: every epoch's randomness (sampler, clip starts, rotations, worker seeds) is
@@ -38,6 +38,7 @@ from ..model import ProtoEFNet, unwrap
 from . import runs
 from .build import (RunContext, build_loss, build_model, build_optimizer, data_root, make_loader,
                     training_datasets)
+from .calibration import sharpen_on_val
 from .loops import EPOCH_DIAGNOSTICS, evaluate, train_epoch
 from .push import PushResult, clip_max_similarities, push_prototypes, similarity_reference
 from .warmstart import CORPUS_SEED, WARM_START, save_backbone_weights, warm_start_config, warm_start_dir
@@ -273,8 +274,8 @@ def _train(run: _Run) -> None:
 # ----------------------------------------------------------------------------- finish
 def finish(model, config: Config, sets: dict, context: RunContext, out, *, initial: dict | None = None,
            seconds: dict | None = None) -> dict:
-    """Best checkpoint (``out/checkpoints/best.pt``) → metrics before the push → push →
-    (head epochs) → metrics after → files, ``metrics.json`` last. `sets` are
+    """Best checkpoint (``out/checkpoints/best.pt``) → (β sharpening) → metrics before the
+    push → push → (head epochs) → metrics after → files, ``metrics.json`` last. `sets` are
     `build.training_datasets`; `initial` holds values of the untrained model (the far-pair
     angle), kept beside the trained ones so a reader sees whether PAS moved anything.
     ``timings.json`` gets the wall clock of every stage (`seconds`: those before this one),
@@ -299,6 +300,11 @@ def finish(model, config: Config, sets: dict, context: RunContext, out, *, initi
         metrics["initial"] = initial
     stage = "pre_push" if isinstance(model, ProtoEFNet) and config.optim.push else "final"
     lap("load_best")
+    if isinstance(model, ProtoEFNet) and config.optim.beta_sharpening_max > 1:
+        # Before the metrics before the push, so both sides of the push see the same head.
+        metrics["beta_sharpening"] = sharpen_on_val(model, val_loader, context, largest=config.optim.beta_sharpening_max,
+                                                    tolerance=config.optim.beta_sharpening_tolerance)
+        lap("beta_sharpening")
     metrics["val"][stage], _ = evaluate(model, val_loader, context, desc="validate", delta=delta)
     lap(f"val_{stage}")
     metrics["test"][stage], predictions = evaluate(model, test_loader, context, desc="test", delta=delta)

@@ -1,0 +1,80 @@
+"""β sharpening: an opt-in calibration of a trained ProtoEFNet's head, chosen on VAL.
+
+The prediction is ŷ = Σ_k β_k l_k with β = softmax(θ s / τ). The soft-label target sets
+β's width on TRAIN clips; on held-out clips β comes out wider (docs/method.md §7, "Sharpening
+β after training"). Multiplying θ by a factor f ≥ 1 narrows β without retraining; the order
+of the logits, so the top-1 prototype, cannot change. `sharpen_on_val` picks f from
+`SHARPENING_FACTORS` (those up to ``optim.beta_sharpening_max``; 1 = off, every profile's
+default) by a rule fixed in advance:
+
+    the largest β mass within ±10 EF points of the truth among the factors whose VAL MAE is
+    at most that of f = 1 plus ``optim.beta_sharpening_tolerance`` (ties: the smaller f),
+
+and scales θ in place. `lifecycle.finish` calls it on the best checkpoint, before the
+metrics before the push, so both sides of the push are measured with the same head. Every
+factor is scored from one VAL pass: β and ŷ are recomputed from each video's similarities
+by the model's own `head`, which is exact for VAL's one clip per video.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..diagnostics import beta_locality
+from ..metrics import regression_metrics, sparsity
+from ..model import ProtoEFNet
+from .loops import predict
+
+__all__ = ["SHARPENING_FACTORS", "factors_up_to", "sharpening_table", "choose_factor", "sharpen_on_val"]
+
+SHARPENING_FACTORS = (1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0)
+
+
+def factors_up_to(largest: float) -> tuple[float, ...]:
+    """The grid's factors ≤ `largest` (always 1 first)."""
+    return tuple(factor for factor in SHARPENING_FACTORS if factor <= largest)
+
+
+@torch.no_grad()
+def sharpening_table(model: ProtoEFNet, predictions: dict, factors) -> list[dict]:
+    """One row per factor f: VAL ``mae``, ``beta_mass_within_10``, ``beta_label_spread`` and
+    ``sparsity`` of the head with θ·f, from `predictions` (`loops.predict` on a loader with one
+    clip per video: its per-video similarities are that clip's). θ is restored afterwards."""
+    theta = model.theta.detach().clone()
+    similarities = torch.as_tensor(np.asarray(predictions["similarities"]), dtype=theta.dtype, device=theta.device)
+    labels, targets = model.prototype_labels.detach().cpu(), np.asarray(predictions["ef"])
+    rows = []
+    try:
+        for factor in factors:
+            model.theta.copy_(theta * factor)
+            ef, weights = model.head(similarities)                                   # (N,), (N, P)
+            weights = weights.float().cpu().numpy()
+            locality = beta_locality(weights, labels, targets)
+            rows.append({"factor": float(factor), "mae": regression_metrics(targets, ef.float().cpu().numpy())["mae"],
+                         "beta_mass_within_10": locality["beta_mass_within_10"],
+                         "beta_label_spread": locality["beta_label_spread"],
+                         "sparsity": float(sparsity(weights).mean())})
+    finally:
+        model.theta.copy_(theta)
+    return rows
+
+
+def choose_factor(rows: list[dict], tolerance: float) -> float:
+    """The module's rule on `sharpening_table` rows; the first row must be f = 1."""
+    if not rows or rows[0]["factor"] != 1.0:
+        raise ValueError("the sharpening table must start with the factor 1 (the head as trained)")
+    allowed = [row for row in rows if row["mae"] <= rows[0]["mae"] + tolerance]
+    return max(allowed, key=lambda row: (row["beta_mass_within_10"], -row["factor"]))["factor"]
+
+
+def sharpen_on_val(model: ProtoEFNet, val_loader, context, *, largest: float, tolerance: float) -> dict:
+    """Choose f on VAL (`choose_factor` over `factors_up_to(largest)`), multiply θ by it in
+    place; returns ``{"factor": f, "tolerance": ..., "grid": rows}`` for metrics.json."""
+    if val_loader.dataset.clips != "deterministic":
+        raise ValueError(f"β sharpening needs one clip per VAL video (clips='deterministic'), got "
+                         f"clips={val_loader.dataset.clips!r}")
+    rows = sharpening_table(model, predict(model, val_loader, context, desc="sharpen β"), factors_up_to(largest))
+    factor = choose_factor(rows, tolerance)
+    with torch.no_grad():
+        model.theta.mul_(factor)
+    return {"factor": factor, "tolerance": float(tolerance), "grid": rows}
