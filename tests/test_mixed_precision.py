@@ -127,8 +127,8 @@ def test_bf16_training_step_has_finite_losses_and_gradients_close_to_fp32(setup)
     # The same descent direction up to rounding: the head's θ and the whole network.
     assert cosine(bf16_model.theta.grad, fp32_model.theta.grad) > 0.99
     # Measured 0.94 over all parameters with the demo recipe (separation and soft-label terms
-    # included, random weights, 16 clips; 0.939 with the 6 clips used now); the 0.98 first written here had never run. A sign
-    # or scale bug gives ~0 or negative, which this still catches.
+    # included, random weights, 16 clips; 0.939 with the 6 clips used now); the 0.98 first
+    # written here had never run. A sign or scale bug gives ~0 or negative, which this still catches.
     assert cosine(gradients["bf16"], gradients["fp32"]) > 0.9
 
 

@@ -77,9 +77,7 @@ def _random_cells(shape: tuple[int, int, int], count: int, generator: torch.Gene
     return mask.reshape(shape)
 
 
-def deletion_test(model: nn.Module, video: Tensor, prototype: int, *, fraction: float = 0.25, repeats: int = 10,
-                  fill: float = 0.0, per_slot: bool = True, generator: torch.Generator | None = None,
-                  batch_size: int = 16) -> dict[str, float]:
+def deletion_test(model: nn.Module, video: Tensor, prototype: int, **options) -> dict[str, float]:
     """Similarity drop of prototype `prototype` when its map's top cells are occluded vs random cells.
 
     video (3, T, H, W), model input. Per time slot of the map (T', H', W'), the
@@ -90,12 +88,14 @@ def deletion_test(model: nn.Module, video: Tensor, prototype: int, *, fraction: 
     the random draws) and ``cells`` (the count per slot). ``per_slot=False`` ranks the cells of
     the map's mean over time instead and occludes the same cells in every frame (and one
     random spatial draw for all slots). `generator` (default: seeded 0) draws the random cells;
-    at most `batch_size` occluded clips go through the model at once."""
-    return _deletion_rows(model, video, [prototype], fraction=fraction, repeats=repeats, fill=fill, per_slot=per_slot,
-                          generator=generator, batch_size=batch_size)[0]
+    at most `batch_size` occluded clips go through the model at once. The options and their
+    defaults (fraction 0.25, repeats 10, fill 0, per_slot True, generator None, batch_size 16)
+    are `_deletion_rows`', the one place `deletion_table` also takes them from."""
+    return _deletion_rows(model, video, [prototype], **options)[0]
 
 
-def _deletion_rows(model, video, prototypes, *, fraction, repeats, fill, per_slot, generator, batch_size) -> list[dict]:
+def _deletion_rows(model, video, prototypes, *, fraction: float = 0.25, repeats: int = 10, fill: float = 0.0,
+                   per_slot: bool = True, generator: torch.Generator | None = None, batch_size: int = 16) -> list[dict]:
     """`deletion_test` for several prototypes of one clip at the cost of one. Which cells the
     random arm hides depends only on the map shape and the generator, not on the prototype, so
     one set of `repeats` randomly occluded clips serves every prototype (their s_k are all read
@@ -141,8 +141,6 @@ def deletion_table(model: nn.Module, videos: Tensor, prototypes=None, **options)
     ``ratio`` = drop_top / drop_random (NaN when the random drop is 0). Options are `deletion_test`'s;
     without a `generator`, each clip's random cells are drawn from a generator seeded 0, so every
     clip and prototype is tested against the same random draws."""
-    options = {"fraction": 0.25, "repeats": 10, "fill": 0.0, "per_slot": True, "generator": None, "batch_size": 16,
-               **options}
     rows = []
     for clip_index, video in enumerate(videos):
         chosen = prototypes
