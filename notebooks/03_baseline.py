@@ -25,7 +25,7 @@ import pandas as pd
 
 seeds = studies.plan_for(profile).seeds
 protoefnet = studies.seed_runs(profile, "protoefnet", seeds, data=data)
-blackbox = studies.seed_runs(profile, "blackbox", seeds, {"model.kind": "blackbox"}, data=data)
+blackbox = studies.blackbox_runs(profile, seeds, data=data)
 table = pd.concat([tables.run_table(protoefnet).assign(model="ProtoEFNet"),
                    tables.run_table(blackbox).assign(model="black box")])
 table.to_csv(folder / "03_runs.csv", index=False)

@@ -34,7 +34,7 @@ plan = studies.plan_for(profile)
 weights, chosen = studies.occurrence_weights_for(profile), notebook.config_for(profile).loss.occurrence
 runs = studies.occurrence_weight_runs(profile, weights, plan.occurrence_seeds, plan.occurrence_overrides, data=data,
                                       paper_seeds=plan.occurrence_paper_seeds, executor=executor)
-blackbox_runs = studies.seed_runs(profile, "blackbox", plan.seeds, {"model.kind": "blackbox"}, data=data)
+blackbox_runs = studies.blackbox_runs(profile, plan.seeds, data=data)
 runs_table = tables.run_table(runs, keys=("occurrence_weight", "seed"))
 iou, layer = occurrence_study.localization_tables(runs, blackbox_runs)
 occurrence_study.per_video_means(iou).to_csv(folder / "07_iou.csv", index=False)

@@ -206,6 +206,20 @@ def pool_features(occurrence_maps: Tensor, feature_maps: Tensor) -> Tensor:
     return torch.einsum("nkthw,ndthw->nkd", occurrence_maps, feature_maps)
 
 
+def _freeze_stages(network: nn.Module, frozen_stages: int) -> tuple[nn.Module, ...]:
+    """Stop training the first `frozen_stages` of stem, layer1, layer2, layer3 of a VideoResNet
+    (truncated or not): no gradient for their parameters. Returns the stages, which the
+    model's ``train`` keeps in eval mode (in train mode their BatchNorm would normalise with
+    batch statistics and move its running averages). Both models use it, so "frozen" means
+    the same in a comparison of the two."""
+    if not (isinstance(frozen_stages, int) and 0 <= frozen_stages <= len(TRUNCATED_STAGES)):
+        raise ValueError(f"frozen_stages must be in 0..{len(TRUNCATED_STAGES)}, got {frozen_stages!r}")
+    stages = tuple(getattr(network, stage) for stage in TRUNCATED_STAGES[:frozen_stages])
+    for parameter in (p for stage in stages for p in stage.parameters()):
+        parameter.requires_grad_(False)
+    return stages
+
+
 def _init_conv_head(module: nn.Sequential) -> None:
     for layer in module:
         if isinstance(layer, nn.Conv3d):
@@ -222,8 +236,6 @@ class ProtoEFNet(nn.Module):
                  label_range: tuple[float, float] = (10.0, 90.0), beta_top_k: int = 0,
                  output_stride: int = 8, frozen_stages: int = 0) -> None:
         super().__init__()
-        if not 0 <= frozen_stages <= len(TRUNCATED_STAGES):
-            raise ValueError(f"frozen_stages must be in 0..{len(TRUNCATED_STAGES)}, got {frozen_stages!r}")
         # Everything needed to rebuild the architecture: ProtoEFNet(**model.config).
         self.config = dict(num_prototypes=num_prototypes, prototype_dim=prototype_dim, tau=tau,
                            backbone=backbone, label_range=tuple(label_range), beta_top_k=beta_top_k,
@@ -233,9 +245,7 @@ class ProtoEFNet(nn.Module):
         self.backbone = build_backbone(backbone, weights=weights, output_stride=output_stride)
         # The first `frozen_stages` backbone stages (stem, layer1, ...) keep their loaded weights
         # and BatchNorm statistics: no gradient, always in eval mode (see `train`).
-        self.frozen = tuple(getattr(self.backbone, stage) for stage in TRUNCATED_STAGES[:frozen_stages])
-        for parameter in (p for stage in self.frozen for p in stage.parameters()):
-            parameter.requires_grad_(False)
+        self.frozen = _freeze_stages(self.backbone, frozen_stages)
         c = BACKBONE_CHANNELS
         self.feature_module = nn.Sequential(
             nn.Conv3d(c, 256, kernel_size=1), nn.ReLU(),
@@ -342,20 +352,31 @@ class BlackBoxOutput(NamedTuple):
 
 
 class BlackBoxRegressor(nn.Module):
-    """EchoNet-Dynamic's baseline: the full R(2+1)D with a single-output fc (docs/method.md §2)."""
+    """EchoNet-Dynamic's baseline: the full R(2+1)D with a single-output fc (docs/method.md §2).
+    `frozen_stages` freezes its first stages exactly as in `ProtoEFNet`, so a comparison of the
+    two can hold the trained part of the backbone equal."""
 
     def __init__(self, *, backbone: str = "r2plus1d_18", weights: str | os.PathLike | None = None,
-                 ef_bias: float = EF_BIAS) -> None:
+                 ef_bias: float = EF_BIAS, frozen_stages: int = 0) -> None:
         super().__init__()
         if (unfit := pretrained.fit_problem(weights, backbone)) is not None:
             raise ValueError(unfit)
-        self.config = dict(backbone=backbone, ef_bias=ef_bias)  # BlackBoxRegressor(**config)
+        # BlackBoxRegressor(**config); checkpoints written before frozen_stages existed lack it (0).
+        self.config = dict(backbone=backbone, ef_bias=ef_bias, frozen_stages=frozen_stages)
         self.network = video_resnet(backbone)
         if weights is not None:
             load_torchvision_weights(self.network, weights, ignore_prefixes=("fc.",))
         self.network.fc = nn.Linear(self.network.fc.in_features, 1)  # 512 -> 1
         with torch.no_grad():
             self.network.fc.bias.fill_(ef_bias)  # start at the mean EF, not at 0
+        self.frozen = _freeze_stages(self.network, frozen_stages)
+
+    def train(self, mode: bool = True) -> "BlackBoxRegressor":
+        """nn.Module.train, except that frozen stages stay in eval mode (see `_freeze_stages`)."""
+        super().train(mode)
+        for stage in self.frozen:
+            stage.eval()
+        return self
 
     def forward(self, video: Tensor) -> "BlackBoxOutput":
         return BlackBoxOutput(self.network(video).squeeze(1))  # ef: (N,)

@@ -111,10 +111,15 @@ def test_run_table_protoefnet_and_black_box(tmp_path):
     assert row["rank_corr"] == pytest.approx(stats.spearmanr(gaps, pair_angles).statistic)
     assert table.loc[1, "mae"] == 6.0 and table.loc[1, "mae_ratio_trivial"] == pytest.approx(6.0 / 9.0)
     assert math.isnan(table.loc[1, "push_mae_change"])
+    assert row["beta_sharpening_factor"] == 1.0  # no "beta_sharpening" entry: the knob was off
+    sharpened = write_run(tmp_path / "s")
+    metrics = json.loads((sharpened / "metrics.json").read_text()) | {"beta_sharpening": {"factor": 2.5, "grid": []}}
+    (sharpened / "metrics.json").write_text(json.dumps(metrics))
+    assert tables.run_table({0: sharpened}).loc[0, "beta_sharpening_factor"] == 2.5
 
     alone = tables.run_table({1: box})
     assert not {"push_mae_change", "distinct_sources", "far_pair_angle_initial", "angle_near",
-                "pas_gradient_share"} & set(alone.columns)
+                "pas_gradient_share", "beta_sharpening_factor"} & set(alone.columns)
     assert alone.loc[0, "r2"] == 0.3
 
 

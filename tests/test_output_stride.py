@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from protoef.config import resolve
-from protoef.model import ProtoEFNet, build_backbone
+from protoef.model import BlackBoxRegressor, ProtoEFNet, build_backbone
 from protoef.training.build import build_optimizer, feature_size
 
 
@@ -33,25 +33,44 @@ def test_feature_size_follows_the_output_stride():
         resolve("smoke", {"model.output_stride": 2})
 
 
-def test_frozen_stages_keep_weights_and_batchnorm_statistics():
+@pytest.mark.parametrize("kind", ["protoefnet", "blackbox"])
+def test_frozen_stages_keep_weights_and_batchnorm_statistics(kind):
+    # Both models freeze alike, so notebook 03 compares them with the same trained stages.
     torch.manual_seed(0)
-    model = ProtoEFNet(num_prototypes=4, prototype_dim=8, backbone="r2plus1d_10", frozen_stages=2)
-    frozen_before = {k: v.clone() for k, v in model.backbone.state_dict().items() if k.startswith(("stem.", "layer1."))}
-    layer2_before = model.backbone.layer2[0].conv1[0][0].weight.detach().clone()
-    config = resolve("smoke", {"model.frozen_stages": 2})
+    if kind == "protoefnet":
+        model = ProtoEFNet(num_prototypes=4, prototype_dim=8, backbone="r2plus1d_10", frozen_stages=2)
+        network = model.backbone
+    else:
+        model = BlackBoxRegressor(backbone="r2plus1d_10", frozen_stages=2)
+        network = model.network
+    frozen_before = {k: v.clone() for k, v in network.state_dict().items() if k.startswith(("stem.", "layer1."))}
+    assert len(frozen_before) > 10  # weights and BatchNorm buffers of both stages
+    layer2_before = network.layer2[0].conv1[0][0].weight.detach().clone()
+    config = resolve("smoke", {"model.frozen_stages": 2, "model.kind": kind})
     optimizer = build_optimizer(model, config)
     optimised = {id(p) for group in optimizer.param_groups for p in group["params"]}
-    assert not any(id(p) in optimised for p in model.backbone.stem.parameters())
-    assert all(id(p) in optimised for p in model.backbone.layer2.parameters())
+    assert not any(id(p) in optimised for p in network.stem.parameters())
+    assert not any(id(p) in optimised for p in network.layer1.parameters())
+    assert all(id(p) in optimised for p in network.layer2.parameters())
     model.train()
-    assert not model.backbone.stem.training and not model.backbone.layer1.training and model.backbone.layer2.training
+    assert not network.stem.training and not network.layer1.training and network.layer2.training
     for _ in range(2):
         optimizer.zero_grad()
         model(torch.randn(2, 3, 8, 32, 32)).ef.sum().backward()
         optimizer.step()
-    after = model.backbone.state_dict()
+    assert all(p.grad is None for p in network.layer1.parameters())  # no backward pass through them
+    after = network.state_dict()
     for key, value in frozen_before.items():
         assert torch.equal(after[key], value), key  # weights and running_mean/var alike
-    assert not torch.equal(model.backbone.layer2[0].conv1[0][0].weight, layer2_before)
-    rebuilt = ProtoEFNet(**model.config)  # the config rebuilds the same architecture
-    assert rebuilt.config["frozen_stages"] == 2 and not any(p.requires_grad for p in rebuilt.backbone.layer1.parameters())
+    assert not torch.equal(network.layer2[0].conv1[0][0].weight, layer2_before)
+    rebuilt = type(model)(**model.config)  # the config rebuilds the same architecture
+    rebuilt_network = rebuilt.backbone if kind == "protoefnet" else rebuilt.network
+    assert rebuilt.config["frozen_stages"] == 2
+    assert not any(p.requires_grad for p in rebuilt_network.layer1.parameters())
+    assert all(p.requires_grad for p in rebuilt_network.layer2.parameters())
+
+
+def test_frozen_stages_out_of_range_is_refused():
+    for model in (ProtoEFNet, BlackBoxRegressor):
+        with pytest.raises(ValueError, match="frozen_stages must be in 0..4"):
+            model(backbone="r2plus1d_10", frozen_stages=5)

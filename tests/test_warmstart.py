@@ -25,6 +25,9 @@ def test_warm_start_is_pretrained_once_on_a_disjoint_corpus(config):
     corpus = data_root(warm_start_config(config))
     assert f"seed{CORPUS_SEED}" in corpus.name
     assert not set(read_file_list(corpus)["filename"]) & set(read_file_list(data_root(config))["filename"])
+    # Pretraining starts from random weights, so the run's frozen stages (2 in the smoke
+    # profile) must not freeze it; its stem and layer1 are what the runs then keep.
+    assert config.model.frozen_stages == 2 and warm_start_config(config).model.frozen_stages == 0
     stamp = path.stat().st_mtime_ns
     assert ensure_warm_start(config) == path and path.stat().st_mtime_ns == stamp  # cached, not retrained
 

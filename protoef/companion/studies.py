@@ -4,7 +4,7 @@ A study is a set of named runs, each trained or reused through `notebook.ensure_
 reused run whose stored config differs from the requested one is an error naming the
 keys, so a study never mixes runs of different budgets silently):
 
-- `seed_runs`: one recipe over seeds (notebooks 02, 03);
+- `seed_runs`: one recipe over seeds (notebooks 02, 03); `blackbox_runs`, the black box's (03, 07);
 - `pas_weight_runs`: the PAS ablation and weight sweep (04);
 - `occurrence_weight_runs`: the occurrence-loss ablation (07);
 - `sensitivity_runs`: the τ × Δl grid (06);
@@ -22,7 +22,8 @@ from ..config import PAPER_RECIPE, REMEDIES, Config
 from ..training.runs import RunDir
 from . import notebook
 
-__all__ = ["StudyPlan", "STUDY_PLANS", "PAPER_OCCURRENCE_WEIGHT", "plan_for", "occurrence_weights_for", "seed_runs",
+__all__ = ["StudyPlan", "STUDY_PLANS", "PAPER_OCCURRENCE_WEIGHT", "BLACKBOX", "plan_for", "occurrence_weights_for",
+           "blackbox_runs", "seed_runs",
            "run_sweep", "pas_weight_runs", "occurrence_weight_runs", "sensitivity_runs", "recipes_for", "own_recipe",
            "recipe_runs"]
 
@@ -85,6 +86,19 @@ def occurrence_weights_for(profile: str) -> tuple:
         return tuple(planned)
     own = notebook.config_for(profile).loss.occurrence
     return tuple(dict.fromkeys((0.0, PAPER_OCCURRENCE_WEIGHT, own)))
+
+
+# The black box of notebooks 03 and 07 trains every stage of its backbone, whatever the
+# profile freezes for ProtoEFNet: frozen like ProtoEFNet's (stem and layer1) it lost 0.59 /
+# 0.62 EF points of VAL MAE on seeds 0 / 1 (docs/method.md §7), and a comparison must be
+# made against the stronger baseline, not the one that flatters the interpretable model.
+BLACKBOX = {"model.kind": "blackbox", "model.frozen_stages": 0}
+
+
+def blackbox_runs(profile: str, seeds, *, data: str | None = None) -> dict:
+    """``{seed: run directory}`` of the black box (`BLACKBOX`) over seeds: one set of runs,
+    shared by notebooks 03 (accuracy) and 07 (Grad-CAM)."""
+    return seed_runs(profile, "blackbox", seeds, BLACKBOX, data=data)
 
 
 def seed_runs(profile: str, name: str, seeds, overrides: dict | None = None, *, data: str | None = None) -> dict:

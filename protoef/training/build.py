@@ -145,7 +145,7 @@ def build_model(config: Config, *, weights=None, label_range=None) -> torch.nn.M
     label_range = label_range or (m.label_min, m.label_max)
     weights = weights if weights is not None else m.weights  # named weights that need making are refused there
     if m.kind == "blackbox":
-        return BlackBoxRegressor(backbone=m.backbone, weights=weights)
+        return BlackBoxRegressor(backbone=m.backbone, weights=weights, frozen_stages=m.frozen_stages)
     if m.kind != "protoefnet":
         raise ValueError(f"model.kind must be 'protoefnet' or 'blackbox', got {m.kind!r}")
     return ProtoEFNet(num_prototypes=m.num_prototypes, prototype_dim=m.prototype_dim, tau=m.tau,
@@ -166,7 +166,8 @@ def build_optimizer(model, config: Config) -> torch.optim.Optimizer:
     ``config.optim`` (docs/method.md §4): the one source of the optimiser's defaults."""
     o = config.optim
     if isinstance(model, BlackBoxRegressor):
-        return torch.optim.Adam(model.parameters(), lr=o.lr_backbone, weight_decay=o.weight_decay)
+        trained = [p for p in model.parameters() if p.requires_grad]  # frozen stages are left out
+        return torch.optim.Adam(trained, lr=o.lr_backbone, weight_decay=o.weight_decay)
     groups = model.parameter_groups()
     for group in groups:  # a group's name is its knob's: optim.lr_<name>
         group["lr"] = get_key(o, f"lr_{group['name']}")

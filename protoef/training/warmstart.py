@@ -45,6 +45,7 @@ def warm_start_config(config: Config) -> Config:
     pretrain.profile = f"{config.profile}-warmstart"
     pretrain.seed = 0  # one warm start per backbone and shape, whichever run asks first
     pretrain.model.kind, pretrain.model.weights = "blackbox", None
+    pretrain.model.frozen_stages = 0  # it trains from a random initialisation: nothing to keep
     pretrain.data.root = None  # always the synthetic corpus, also when the run uses real data
     pretrain.data.synthetic_seed = CORPUS_SEED
     pretrain.data.synthetic_videos = config.model.warm_start_videos
