@@ -35,7 +35,8 @@ def test_feature_size_follows_the_output_stride():
 
 @pytest.mark.parametrize("kind", ["protoefnet", "blackbox"])
 def test_frozen_stages_keep_weights_and_batchnorm_statistics(kind):
-    # Both models freeze alike, so notebook 03 compares them with the same trained stages.
+    # Both models freeze through one helper, so model.frozen_stages means the same for either
+    # (notebooks 03 and 07 still train every stage of the compared black box: studies.BLACKBOX).
     torch.manual_seed(0)
     if kind == "protoefnet":
         model = ProtoEFNet(num_prototypes=4, prototype_dim=8, backbone="r2plus1d_10", frozen_stages=2)
