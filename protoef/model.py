@@ -220,6 +220,19 @@ def _freeze_stages(network: nn.Module, frozen_stages: int) -> tuple[nn.Module, .
     return stages
 
 
+class _FrozenStagesInEval(nn.Module):
+    """The one ``train`` of both models: nn.Module.train, except that the stages in
+    ``self.frozen`` (`_freeze_stages`) stay in eval mode, so their BatchNorm neither normalises
+    with batch statistics nor moves its running averages."""
+    frozen: tuple[nn.Module, ...] = ()
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        for stage in self.frozen:
+            stage.eval()
+        return self
+
+
 def _init_conv_head(module: nn.Sequential) -> None:
     for layer in module:
         if isinstance(layer, nn.Conv3d):
@@ -228,7 +241,7 @@ def _init_conv_head(module: nn.Sequential) -> None:
                 nn.init.zeros_(layer.bias)
 
 
-class ProtoEFNet(nn.Module):
+class ProtoEFNet(_FrozenStagesInEval):
     """Prototype-based EF regressor (docs/method.md §2). See the module docstring for the data flow."""
 
     def __init__(self, *, num_prototypes: int = 40, prototype_dim: int = 256, tau: float = 0.2,
@@ -244,7 +257,7 @@ class ProtoEFNet(nn.Module):
         self.beta_top_k = beta_top_k  # 0: β over every prototype (the paper); k: over the k most similar
         self.backbone = build_backbone(backbone, weights=weights, output_stride=output_stride)
         # The first `frozen_stages` backbone stages (stem, layer1, ...) keep their loaded weights
-        # and BatchNorm statistics: no gradient, always in eval mode (see `train`).
+        # and BatchNorm statistics: no gradient, always in eval mode (`_FrozenStagesInEval.train`).
         self.frozen = _freeze_stages(self.backbone, frozen_stages)
         c = BACKBONE_CHANNELS
         self.feature_module = nn.Sequential(
@@ -267,14 +280,6 @@ class ProtoEFNet(nn.Module):
     @property
     def num_prototypes(self) -> int:
         return self.prototypes.shape[0]
-
-    def train(self, mode: bool = True) -> "ProtoEFNet":
-        """nn.Module.train, except that frozen stages stay in eval mode: in train mode their
-        BatchNorm would normalise with batch statistics and move its running averages."""
-        super().train(mode)
-        for stage in self.frozen:
-            stage.eval()
-        return self
 
     def encode(self, video: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """video (N, 3, T, H, W) -> pooled features (N, P, D), occurrence maps (N, P, T', H', W'),
@@ -351,7 +356,7 @@ class BlackBoxOutput(NamedTuple):
         return {"prediction": self.ef}
 
 
-class BlackBoxRegressor(nn.Module):
+class BlackBoxRegressor(_FrozenStagesInEval):
     """EchoNet-Dynamic's baseline: the full R(2+1)D with a single-output fc (docs/method.md §2).
     `frozen_stages` freezes its first stages exactly as in `ProtoEFNet`, so a comparison of the
     two can hold the trained part of the backbone equal."""
@@ -370,13 +375,6 @@ class BlackBoxRegressor(nn.Module):
         with torch.no_grad():
             self.network.fc.bias.fill_(ef_bias)  # start at the mean EF, not at 0
         self.frozen = _freeze_stages(self.network, frozen_stages)
-
-    def train(self, mode: bool = True) -> "BlackBoxRegressor":
-        """nn.Module.train, except that frozen stages stay in eval mode (see `_freeze_stages`)."""
-        super().train(mode)
-        for stage in self.frozen:
-            stage.eval()
-        return self
 
     def forward(self, video: Tensor) -> "BlackBoxOutput":
         return BlackBoxOutput(self.network(video).squeeze(1))  # ef: (N,)

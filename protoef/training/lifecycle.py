@@ -6,7 +6,7 @@
 
 Read `fit` top to bottom: `_start` (config, data, model, optimiser; a resume picks up the
 stored state), `_train` (the epochs, a checkpoint after each), `finish` (the best epoch,
-the opt-in β sharpening, its metrics before the push, the push, the head epochs, the
+the β sharpening (when on), its metrics before the push, the push, the head epochs, the
 metrics after, every result file; ``metrics.json`` last). The run directory's layout is `protoef.training.runs`'.
 
 Determinism: every epoch's randomness (sampler, clip starts, rotations, worker seeds) is
