@@ -85,12 +85,13 @@ figure
 
 # %% [markdown]
 # ## Faithfulness and sanity (seed 0 of each arm, the first `faithfulness_videos` TEST clips)
-# Left: deletion test, every prototype: the similarity drop when the map's top 25 % cells per time slot are hidden, ÷ the drop for as many random cells (target ≥ 3). Right: cascading parameter randomisation from the top, for the occurrence maps and for the black box's Grad-CAM at the same resolution (layer4's 2 × 2 maps at 32 pixels are too coarse for a rank correlation); a map that keeps ρ near 1 after its layers are re-initialised does not show what the model learned.
+# Left: deletion test, every prototype: the similarity drop when the map's top cells per time slot are hidden, ÷ the drop for as many random cells (target ≥ 3), for as many cells as the LV covers on VAL (the claim) and for a quarter of the cells (at 8 × 8 about twice the LV, so random quarters hit the LV too). Right: cascading parameter randomisation from the top, for the occurrence maps and for the black box's Grad-CAM at the same resolution (layer4's 2 × 2 maps at 32 pixels are too coarse for a rank correlation); a map that keeps ρ near 1 after its layers are re-initialised does not show what the model learned.
 
 # %%
 seed0 = plan.occurrence_seeds[0]
+lv_share = occurrence_study.lv_area_fraction(runs[(chosen, seed0)])  # mean traced LV area ÷ frame, VAL
 deletion = occurrence_study.deletion_results({occurrence_study.arm_name(w): runs[(w, seed0)] for w in weights},
-                                             faithfulness_videos)
+                                             faithfulness_videos, fractions=(lv_share, 0.25))
 randomization = occurrence_study.randomization_results(runs[(chosen, seed0)], blackbox_runs[plan.seeds[0]], layer,
                                                        faithfulness_videos)
 figure = figures.faithfulness_figure(deletion, randomization)
@@ -103,4 +104,4 @@ figure
 
 # %%
 claims.record(profile, "07", occurrence_study.occurrence_claims(iou, runs_table, deletion, randomization, chosen=chosen,
-                                                                layer=layer))
+                                                                layer=layer, deletion_fraction=lv_share))

@@ -37,10 +37,11 @@ from .metrics import EF_RANGES, in_ef_range, sparsity
 __all__ = [
     "similarity_gap", "attention_summary", "top1_label_error", "pairwise_angles", "far_near_angles",
     "far_pair_angle_degrees", "top_prototypes",
-    "ef_range_summary", "interpretability_summary", "loss_gradient_norms", "beta_locality", "TOP1_WINDOW",
+    "ef_range_summary", "interpretability_summary", "loss_gradient_norms", "beta_locality", "TOP1_WINDOW", "SHOWN_PROTOTYPES",
     "LOCAL_WINDOW",
 ]
 
+SHOWN_PROTOTYPES = 3  # per video, the top-β prototypes an explanation shows (predictions.csv, notebook 08)
 TOP1_WINDOW = 10.0  # EF points: the top-1 label "points at the answer" when this close
 LOCAL_WINDOW = 10.0  # EF points: β mass on labels this close to the true EF counts as local
 
@@ -128,7 +129,7 @@ def far_pair_angle_degrees(prototypes, labels, delta: float) -> float:
     return far_near_angles(prototypes, labels, delta)[0]
 
 
-def top_prototypes(weights, labels, top: int = 3) -> dict[str, np.ndarray]:
+def top_prototypes(weights, labels, top: int = SHOWN_PROTOTYPES) -> dict[str, np.ndarray]:
     """Per video (rows of β (N, P)), the `top` prototypes by β: columns ``top{r}_prototype``,
     ``top{r}_label`` and ``top{r}_beta`` for r = 1..top (ties: the lower index first)."""
     beta, l = _numpy(weights), _numpy(labels)

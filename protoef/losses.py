@@ -254,8 +254,7 @@ class WeightedLoss(nn.Module):
 
 
 class MSELoss(WeightedLoss):
-    """The MSE alone: the black box's loss, and the head epochs' after the push (θ only).
-    Its one term is the total, so only the total is logged."""
+    """The MSE alone: the black box's loss. Its one term is the total, so only the total is logged."""
     logged = False
 
     def __init__(self) -> None:
@@ -276,6 +275,8 @@ class ProtoEFLoss(WeightedLoss):
     their weight is non-zero. `terms` gives the undetached values (gradient diagnostics).
     """
     diagnosable = True
+    TERM_ORDER = ("mse", "cluster", "psd", "pas", "occurrence", "orthogonality", "theta_l1", "separation", "soft_label",
+                  "expected_label_error", "reverse_soft_label", "transformation")
 
     def __init__(self, *, mse: float = 0.1, cluster: float = 10.0, psd: float = 30.0,
                  pas: float = 0.1, occurrence: float = 1e-4, orthogonality: float = 0.0,
@@ -300,8 +301,7 @@ class ProtoEFLoss(WeightedLoss):
         w = self.weights
         labels = model.prototype_labels
         psd_window = (targets, labels, self.delta) if self.psd_label_aware else ()
-        terms = {
-            "mse": mse_loss(output.ef, targets),
+        terms = self.head_terms(output.ef, output.weights, targets, model) | {
             "cluster": cluster_loss(output.similarities, targets, labels, self.delta, self.cluster_k),
             "psd": psd_loss(output.similarities, *psd_window),
             "pas": pas_loss(model.prototypes, labels, self.delta),
@@ -313,20 +313,29 @@ class ProtoEFLoss(WeightedLoss):
             raise ValueError("the occurrence loss has a non-zero weight: pass background=")
         if w["orthogonality"] != 0:
             terms["orthogonality"] = orthogonality_loss(model.prototypes)
-        if w["theta_l1"] != 0:
-            terms["theta_l1"] = theta_l1_loss(model.theta)
         if w["separation"] != 0:
             terms["separation"] = separation_loss(output.similarities, targets, labels, self.delta)
-        if w["soft_label"] != 0:
-            terms["soft_label"] = soft_label_loss(output.weights, targets, labels, self.soft_label_sigma)
-        if w["expected_label_error"] != 0:
-            terms["expected_label_error"] = expected_label_error_loss(output.weights, targets, labels)
-        if w["reverse_soft_label"] != 0:
-            terms["reverse_soft_label"] = reverse_soft_label_loss(output.weights, targets, labels, self.soft_label_sigma)
         if w["transformation"] != 0:
             if video is None:
                 raise ValueError("the transformation loss has a non-zero weight: pass video=")
             terms["transformation"] = transformation_loss(video, output.occurrence_maps, model.occurrence)
+        return {name: terms[name] for name in self.TERM_ORDER if name in terms}  # the logged columns' order
+
+    def head_terms(self, ef: Tensor, weights: Tensor, targets: Tensor, model: nn.Module) -> dict[str, Tensor]:
+        """The terms that depend on θ given the similarities: the MSE, the θ penalty and the
+        β terms (the remedies among them when their weight is non-zero). What a head refitted
+        after the push minimises (`protoef.training.calibration.refit_head`): the other terms
+        are constant in θ. ef (N,), weights β (N, P), targets (N,)."""
+        w, labels = self.weights, model.prototype_labels
+        terms = {"mse": mse_loss(ef, targets)}
+        if w["theta_l1"] != 0:
+            terms["theta_l1"] = theta_l1_loss(model.theta)
+        if w["soft_label"] != 0:
+            terms["soft_label"] = soft_label_loss(weights, targets, labels, self.soft_label_sigma)
+        if w["expected_label_error"] != 0:
+            terms["expected_label_error"] = expected_label_error_loss(weights, targets, labels)
+        if w["reverse_soft_label"] != 0:
+            terms["reverse_soft_label"] = reverse_soft_label_loss(weights, targets, labels, self.soft_label_sigma)
         return terms
 
 

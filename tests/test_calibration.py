@@ -1,6 +1,7 @@
-"""β sharpening (protoef.training.calibration): values worked out by hand for a two-prototype
-head and the choice rule on hand-made rows (a smoke run with it switched on:
-tests/test_train.py, the local-β candidates)."""
+"""The head after training (protoef.training.calibration): β sharpening's values worked out
+by hand for a two-prototype head, its choice rule on hand-made rows, and the head refit's
+first Adam step on a loss written out here (smoke runs with both switched on:
+tests/test_train.py)."""
 from __future__ import annotations
 
 import math
@@ -55,3 +56,41 @@ def test_the_rule_takes_the_most_local_beta_within_the_mae_tolerance():
     with pytest.raises(ValueError, match="must start with the factor 1"):
         calibration.choose_factor(rows[1:], 0.1)
     assert calibration.factors_up_to(1.0) == (1.0,) and calibration.factors_up_to(2.2) == (1.0, 1.25, 1.5, 2.0)
+
+
+class _Loader(list):
+    """Batches as the push loader gives them: one deterministic clip per video."""
+    dataset = type("Dataset", (), {"clips": "deterministic"})()
+
+
+def test_refit_head_takes_adams_first_step_on_the_beta_terms_worked_out_here(two_prototypes):
+    # One batch of two videos (EF 35, 55), one epoch: Adam's first step moves each θ_k by
+    # lr·g_k/(|g_k| + eps), i.e. lr·sign(g_k). g is the gradient of the loss written out here:
+    # MSE + 10·KL(q‖β) + 10·KL(β‖q), β = softmax(θ s / τ), q ∝ exp(−(l − y)²/(2·3²)).
+    from protoef.losses import ProtoEFLoss
+    from protoef.training.loops import predict
+
+    torch.manual_seed(1)
+    loader = _Loader([{"video": torch.randn(2, 3, 8, 32, 32), "ef": torch.tensor([35.0, 55.0]), "filename": ["a", "b"]}])
+    similarities = torch.as_tensor(predict(two_prototypes, loader)["similarities"])       # (2, 2)
+    labels, targets = torch.tensor([30.0, 60.0]), torch.tensor([35.0, 55.0])
+    theta = torch.ones(2, requires_grad=True)
+    beta = torch.softmax(theta * similarities / 0.2, dim=1)
+    q = torch.softmax(-(labels[None] - targets[:, None]) ** 2 / 18.0, dim=1)
+    by_hand = (((beta * labels).sum(1) - targets) ** 2).mean() + 10 * (q * (q.log() - beta.log())).sum(1).mean() \
+        + 10 * (beta * (beta.log() - q.log())).sum(1).mean()
+    by_hand.backward()
+    assert (theta.grad.abs() > 1e-3).all()  # a step in each component, so the sign is defined
+    loss = ProtoEFLoss(mse=1.0, soft_label=10.0, reverse_soft_label=10.0, soft_label_sigma=3.0)
+    result = calibration.refit_head(two_prototypes, loader, loss, None, epochs=1, lr=0.01, batch_size=2, seed=0)
+    assert result["epochs"] == 1 and result["videos"] == 2
+    assert result["loss_first_epoch"] == pytest.approx(by_hand.item(), rel=1e-5)
+    np.testing.assert_allclose(two_prototypes.theta.detach().numpy(), (1 - 0.01 * theta.grad.sign()).numpy(), atol=1e-6)
+    assert two_prototypes.theta.grad is None
+
+
+def test_refit_head_refuses_random_clips(two_prototypes):
+    loader = _Loader([])
+    loader.dataset = type("Dataset", (), {"clips": "random"})()
+    with pytest.raises(ValueError, match="one fixed clip per video"):
+        calibration.refit_head(two_prototypes, loader, None, None, epochs=1, lr=0.01, batch_size=2, seed=0)

@@ -116,6 +116,10 @@ def test_run_table_protoefnet_and_black_box(tmp_path):
     metrics = json.loads((sharpened / "metrics.json").read_text()) | {"beta_sharpening": {"factor": 2.5, "grid": []}}
     (sharpened / "metrics.json").write_text(json.dumps(metrics))
     assert tables.run_table({0: sharpened}).loc[0, "beta_sharpening_factor"] == 2.5
+    # A head refitted after the push was sharpened again: the final head's factor is that one.
+    refitted = metrics | {"beta_sharpening_post_push": {"factor": 1.5, "grid": []}}
+    (sharpened / "metrics.json").write_text(json.dumps(refitted))
+    assert tables.run_table({0: sharpened}).loc[0, "beta_sharpening_factor"] == 1.5
 
     alone = tables.run_table({1: box})
     assert not {"push_mae_change", "distinct_sources", "far_pair_angle_initial", "angle_near",

@@ -212,6 +212,14 @@ def test_deletion_and_stability_run_on_protoefnet_shapes(tiny_protoefnet):
     table = faithfulness.deletion_table(tiny_protoefnet, clips, prototypes=[0, 2], fraction=0.25, repeats=3)
     assert list(table["prototype"]) == [0, 2, 0, 2] and (table["cells"] == 4).all()
     assert np.isfinite(table[["similarity", "drop_top", "drop_random"]].to_numpy()).all()
+    with torch.no_grad():
+        weights = tiny_protoefnet.eval()(clips).weights  # (2, P): each row's β on its clean clip
+    np.testing.assert_allclose(table["beta"], weights[table["clip"], table["prototype"]].numpy(), rtol=1e-5)
+    # The shown maps: each clip's top-3 prototypes by β, of the prototypes in the table (here 2).
+    assert len(faithfulness.shown_prototype_rows(table)) == 4
+    every = range(tiny_protoefnet.num_prototypes)
+    ranked = faithfulness.shown_prototype_rows(faithfulness.deletion_table(tiny_protoefnet, clips[:1], every, repeats=1))
+    assert sorted(ranked["prototype"]) == sorted(np.argsort(-weights[0].numpy(), kind="stable")[:3])
     stability = faithfulness.noise_stability(tiny_protoefnet, clips[0], noise_std=0.05, repeats=3, top=3)
     assert all(0.0 <= stability[key] <= 1.0 for key in ("top_set_overlap", "top1_unchanged", "argmax_unchanged"))
     assert stability["argmax_shift_cells"] >= 0.0

@@ -2,6 +2,8 @@
 localization.matching_gradcam_layer) against values worked out by hand."""
 import math
 
+import numpy as np
+
 import pandas as pd
 import pytest
 import torch
@@ -60,22 +62,30 @@ def test_occurrence_claims_on_hand_made_tables():
                     + [iou_rows(mine, "occurrence", s, [x + 0.05 for x in v]) for s, v in base.items()]
                     + [iou_rows(cam, "gradcam layer3", s, [x + 0.04 for x in v]) for s, v in base.items()])
     runs = pd.DataFrame({"occurrence_weight": [1e-3, 1e-3, 0.0, 0.0], "seed": [0, 1, 0, 1], "mae": [4.0, 4.2, 4.0, 4.0]})
-    deletion = pd.DataFrame({"arm": mine, "filename": ["a", "a", "b"], "drop_top": [0.5, 0.7, 0.3],
-                             "drop_random": [0.1, 0.1, 0.05]})
+    # The claim reads the rows at the LV's share (0.125) only, and of each clip the top-3
+    # prototypes by β: the quarter's rows and clip a's fourth prototype (β 0.01), where hiding
+    # the top cells is no better than random, must not enter it.
+    deletion = pd.DataFrame({"arm": mine, "fraction": 0.125, "cells": 8, "clip": [0, 0, 0, 0, 1],
+                             "filename": ["a", "a", "a", "a", "b"], "prototype": [0, 1, 2, 3, 0],
+                             "beta": [0.5, 0.01, 0.3, 0.2, 0.9], "drop_top": [0.5, 0.0, 0.7, 0.6, 0.3],
+                             "drop_random": [0.1, 1.0, 0.1, 0.1, 0.05]})
+    deletion = pd.concat([deletion, deletion.assign(fraction=0.25, cells=16, drop_random=1.0)], ignore_index=True)
     randomization = pd.DataFrame({"step": [0, 0, 2, 2], "maps": "occurrence", "filename": ["a", "b", "a", "b"],
                                   "randomized": ["x", "x", "x,y,z", "x,y,z"], "spearman": [0.9, 0.9, 0.2, 0.2]})
     gain, lead, cost, faithful, sane = occurrence_study.occurrence_claims(iou, runs, deletion, randomization, chosen=1e-3,
-                                                                       layer="layer3")
+                                                                       layer="layer3", deletion_fraction=0.125)
     # +0.05 IoU on every row (the chance level is shared): 0.05 in every paired replicate.
     assert (gain.value, gain.low, gain.high) == pytest.approx((0.05, 0.05, 0.05)) and gain.verdict == "holds"
     assert (lead.value, lead.low, lead.high) == pytest.approx((0.01, 0.01, 0.01)) and lead.verdict == "does not hold"
     half = stats.t.ppf(0.975, 1) * math.sqrt(0.02) / math.sqrt(2)  # differences 0 and 0.2: sd √0.02
     assert (cost.value, cost.low, cost.high) == pytest.approx((0.1, 0.1 - half, 0.1 + half))
     assert cost.verdict == "inconclusive"
-    # per clip: a drops 0.6 vs 0.1, b 0.3 vs 0.05, so top − 3 × random is 0.3 and 0.15: mean 0.225,
-    # and every bootstrap replicate lies between the two clips' values; ratio of means 0.45 / 0.075 = 6
+    # per clip: a (prototypes 0, 2, 3) drops 0.6 vs 0.1, b 0.3 vs 0.05, so top − 3 × random is 0.3
+    # and 0.15: mean 0.225, and every bootstrap replicate lies between the two clips' values;
+    # ratio of means 0.45 / 0.075 = 6
     assert faithful.value == pytest.approx(0.225) and 0.15 - 1e-12 <= faithful.low <= faithful.high <= 0.3 + 1e-12
     assert faithful.verdict == "holds" and "ratio of the means 6.00" in faithful.measure
+    assert "top 8 cells" in faithful.claim and "12%" in faithful.claim and "top-3 β" in faithful.claim
     assert (sane.value, sane.low, sane.high) == pytest.approx((0.2, 0.2, 0.2)) and sane.verdict == "holds"  # step 2 only
 
 
@@ -92,10 +102,30 @@ def test_deletion_claim_stays_defined_when_random_occlusion_raises_the_similarit
     randomization = pd.DataFrame({"step": [2], "maps": "occurrence", "filename": ["a"], "randomized": ["x"],
                                   "spearman": [0.1]})
     for deletion, expected, verdict in [
-            (pd.DataFrame({"arm": mine, "filename": ["a", "b"], "drop_top": [0.5, 0.3], "drop_random": [-0.1, -0.1]}),
-             0.7, "holds"),
-            (pd.DataFrame({"arm": mine, "filename": ["a", "b"], "drop_top": [0.2, 0.2], "drop_random": [0.2, 0.2]}),
-             -0.4, "does not hold")]:
-        claims = occurrence_study.occurrence_claims(iou, runs, deletion, randomization, chosen=1.0, layer="layer3")
+            (pd.DataFrame({"arm": mine, "fraction": 0.1, "cells": 6, "clip": [0, 1], "prototype": 0, "beta": 1.0,
+                           "filename": ["a", "b"], "drop_top": [0.5, 0.3], "drop_random": [-0.1, -0.1]}), 0.7, "holds"),
+            (pd.DataFrame({"arm": mine, "fraction": 0.1, "cells": 6, "clip": [0, 1], "prototype": 0, "beta": 1.0,
+                           "filename": ["a", "b"], "drop_top": [0.2, 0.2], "drop_random": [0.2, 0.2]}), -0.4,
+             "does not hold")]:
+        claims = occurrence_study.occurrence_claims(iou, runs, deletion, randomization, chosen=1.0, layer="layer3",
+                                                    deletion_fraction=0.1)
         faithful = next(claim for claim in claims if "faithful" in claim.claim)
         assert faithful.value == pytest.approx(expected) and faithful.verdict == verdict
+
+
+def test_lv_area_fraction_is_the_mean_traced_area_on_val(recorded_smoke_run):
+    # The deletion test's size comes from VAL's tracings (ED and ES of each video), never from
+    # TEST, on which its claims are decided. The masks themselves are checked against
+    # hand-rasterised polygons in tests/test_tracings.py.
+    from protoef.training import build
+
+    run = recorded_smoke_run[0]
+    _, config, _ = build.load_run(run)
+    expected = {}
+    for split in ("VAL", "TEST"):
+        data = build.evaluation_dataset(config, split, with_masks=True)
+        expected[split] = [np.mean([data.masks(i)["ed_mask"].mean(), data.masks(i)["es_mask"].mean()]) for i in range(len(data))]
+    assert occurrence_study.lv_area_fraction(run) == pytest.approx(np.mean(expected["VAL"]))
+    assert occurrence_study.lv_area_fraction(run, videos=2) == pytest.approx(np.mean(expected["VAL"][:2]))
+    assert occurrence_study.lv_area_fraction(run) != pytest.approx(np.mean(expected["TEST"]))
+    assert 0.02 < occurrence_study.lv_area_fraction(run) < 0.5

@@ -74,16 +74,16 @@ def test_run_directory_is_complete_and_well_formed(finished_run, cache):
 
 
 @pytest.fixture(scope="module")
-def head_epoch_run(cache, tmp_path_factory) -> pathlib.Path:
-    """A smoke run with a head-only epoch after the push (θ learns, nothing else may move)."""
-    out = tmp_path_factory.mktemp("run") / "smoke-head"
-    fit(smoke(cache, **{"optim.head_epochs_after_push": 1}), out)
+def no_refit_run(cache, tmp_path_factory) -> pathlib.Path:
+    """A smoke run without the head refit after the push (the paper's path; smoke refits θ)."""
+    out = tmp_path_factory.mktemp("run") / "smoke-no-refit"
+    fit(smoke(cache, **{"optim.head_epochs_after_push": 0}), out)
     return out
 
 
-@pytest.mark.parametrize("run_fixture", ["finished_run", "head_epoch_run"])
+@pytest.mark.parametrize("run_fixture", ["finished_run", "no_refit_run"])
 def test_push_projects_prototypes_onto_real_training_clips(run_fixture, request, cache):
-    # With head epochs, a model left in train mode would update BatchNorm statistics and
+    # With the head refit, a model left in train mode would update BatchNorm statistics and
     # the prototypes would stop being their source clips' features: the check below catches it.
     run = request.getfixturevalue(run_fixture)
     model, config, _ = load_run(run)
@@ -103,6 +103,27 @@ def test_push_projects_prototypes_onto_real_training_clips(run_fixture, request,
         torch.testing.assert_close(model.prototypes[row.prototype], features[row.prototype], rtol=1e-4, atol=1e-5)
         if not row.fallback:
             assert abs(row.ef_label - row.label_before) <= config.loss.delta + 1e-6
+
+
+@pytest.mark.parametrize("run_fixture", ["finished_run", "no_refit_run"])
+def test_only_the_head_and_the_prototypes_change_after_training(run_fixture, request):
+    # best.pt is the trained model; after it come the sharpening, the push and (smoke) the
+    # head refit, which may change θ, the prototypes and their labels, and nothing else.
+    run = request.getfixturevalue(run_fixture)
+    best = torch.load(run / "checkpoints" / "best.pt", weights_only=True)["model"]
+    final = torch.load(run / "checkpoints" / "final.pt", weights_only=True)["model"]
+    assert best.keys() == final.keys()
+    changed = {key for key in best if not torch.equal(best[key], final[key])}
+    assert "prototypes" in changed and changed <= {"theta", "prototypes", "prototype_labels"}
+    metrics = _metrics(run)
+    if run_fixture == "finished_run":  # smoke refits θ for 20 epochs on every TRAIN video, then sharpens again
+        files = read_file_list(data_root(load_run(run)[1]))
+        assert metrics["head_refit"]["epochs"] == 20 and metrics["head_refit"]["videos"] == (files["Split"] == "TRAIN").sum()
+        sharpening = metrics["beta_sharpening_post_push"]
+        chosen = next(row for row in sharpening["grid"] if row["factor"] == sharpening["factor"])
+        assert metrics["val"]["post_push"]["mae"] == pytest.approx(chosen["mae"], abs=1e-4)  # the reported head is the chosen one
+    else:
+        assert "head_refit" not in metrics and "beta_sharpening_post_push" not in metrics
 
 
 def test_run_records_interpretability_diagnostics(finished_run):

@@ -29,11 +29,13 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
+from ..diagnostics import SHOWN_PROTOTYPES
 from ..model import eval_mode
 
 __all__ = [
-    "PROTOEFNET_LAYERS_TOP_DOWN", "BLACKBOX_LAYERS_TOP_DOWN", "occlusion_mask", "deletion_test", "deletion_table",
-    "randomized_copy", "occurrence_maps_of", "map_similarity", "model_randomization_test", "noise_stability",
+    "DELETION_FRACTION", "PROTOEFNET_LAYERS_TOP_DOWN", "BLACKBOX_LAYERS_TOP_DOWN", "occlusion_mask", "deletion_test",
+    "deletion_table", "shown_prototype_rows", "randomized_copy", "occurrence_maps_of", "map_similarity",
+    "model_randomization_test", "noise_stability",
 ]
 
 # The randomisation order "from the top": the layers nearest the output first. The occurrence
@@ -42,6 +44,7 @@ PROTOEFNET_LAYERS_TOP_DOWN = ("occurrence_module", "feature_module", "backbone.l
                               "backbone.layer1", "backbone.stem")
 BLACKBOX_LAYERS_TOP_DOWN = ("network.fc", "network.layer4", "network.layer3", "network.layer2", "network.layer1",
                             "network.stem")
+DELETION_FRACTION = 0.25  # the share of a map's cells per time slot the deletion test hides unless told
 
 
 def _forward(model: nn.Module, video: Tensor):
@@ -85,16 +88,17 @@ def deletion_test(model: nn.Module, video: Tensor, prototype: int, **options) ->
     normalised input) in every frame of that slot; the random arm occludes as many uniformly
     drawn cells per slot, `repeats` times. Returns ``similarity`` (s_k of the clean clip),
     ``drop_top`` (s_k − s_k occluded), ``drop_random`` and ``drop_random_sd`` (mean and sd over
-    the random draws) and ``cells`` (the count per slot). ``per_slot=False`` ranks the cells of
-    the map's mean over time instead and occludes the same cells in every frame (and one
-    random spatial draw for all slots). `generator` (default: seeded 0) draws the random cells;
-    at most `batch_size` occluded clips go through the model at once. The options and their
-    defaults (fraction 0.25, repeats 10, fill 0, per_slot True, generator None, batch_size 16)
-    are `_deletion_rows`', the one place `deletion_table` also takes them from."""
+    the random draws), ``cells`` (the count per slot) and ``beta`` (the prototype's β on the
+    clean clip). ``per_slot=False`` ranks the cells of the map's mean over time instead and
+    occludes the same cells in every frame (and one random spatial draw for all slots).
+    `generator` (default: seeded 0) draws the random cells; at most `batch_size` occluded
+    clips go through the model at once. The options and their defaults (fraction
+    `DELETION_FRACTION`, repeats 10, fill 0, per_slot True, generator None, batch_size 16) are
+    `_deletion_rows`', the one place `deletion_table` also takes them from."""
     return _deletion_rows(model, video, [prototype], **options)[0]
 
 
-def _deletion_rows(model, video, prototypes, *, fraction: float = 0.25, repeats: int = 10, fill: float = 0.0,
+def _deletion_rows(model, video, prototypes, *, fraction: float = DELETION_FRACTION, repeats: int = 10, fill: float = 0.0,
                    per_slot: bool = True, generator: torch.Generator | None = None, batch_size: int = 16) -> list[dict]:
     """`deletion_test` for several prototypes of one clip at the cost of one. Which cells the
     random arm hides depends only on the map shape and the generator, not on the prototype, so
@@ -117,7 +121,7 @@ def _deletion_rows(model, video, prototypes, *, fraction: float = 0.25, repeats:
     for index, k in enumerate(prototypes):
         similarity = float(clean.similarities[0, k])
         random_drops = similarity - after[len(prototypes):, k]
-        rows.append({"similarity": similarity, "drop_top": similarity - float(after[index, k]),
+        rows.append({"similarity": similarity, "beta": float(clean.weights[0, k]), "drop_top": similarity - float(after[index, k]),
                      "drop_random": float(random_drops.mean()) if repeats else math.nan,
                      "drop_random_sd": float(random_drops.std(ddof=1)) if repeats > 1 else math.nan, "cells": count})
     return rows
@@ -151,6 +155,13 @@ def deletion_table(model: nn.Module, videos: Tensor, prototypes=None, **options)
             ratio = result["drop_top"] / result["drop_random"] if result["drop_random"] else math.nan
             rows.append({"clip": clip_index, "prototype": prototype, **result, "ratio": ratio})
     return pd.DataFrame(rows)
+
+
+def shown_prototype_rows(deletion: pd.DataFrame) -> pd.DataFrame:
+    """The rows of a `deletion_table` (one model and fraction) for each clip's top-`SHOWN_PROTOTYPES`
+    prototypes by β (ties: the lower prototype index): the maps an explanation shows."""
+    order = deletion.sort_values(["clip", "beta", "prototype"], ascending=[True, False, True], kind="stable")
+    return order.groupby("clip", sort=False).head(SHOWN_PROTOTYPES).sort_index()
 
 
 # --------------------------------------------------------------------------- parameter randomisation

@@ -15,6 +15,7 @@ import torch
 from matplotlib.figure import Figure
 
 from ..analysis.explain import model_input, take_clip, upsample_maps
+from ..analysis.faithfulness import shown_prototype_rows
 from ..analysis.localization import covering_clip_start, gradcam, occurrence_iou
 from ..analysis.plots import embedding_scatter, overlay
 from ..data import EchoNet, read_file_list
@@ -252,15 +253,27 @@ def localization_by_arm_figure(summary: pd.DataFrame) -> Figure:
 
 def faithfulness_figure(deletion: pd.DataFrame, randomization: pd.DataFrame) -> Figure:
     """Left: per arm, mean similarity drop when the top cells are hidden ÷ when random cells are
-    (target 3, dashed). Right: mean Spearman ρ of randomised against trained maps per cascade
-    step, one line per kind of map (0.5, dashed)."""
+    (target 3, dashed), one bar per share of cells hidden (`deletion`'s column fraction) and per
+    set of prototypes (each clip's top-β ones, as the claim, and every prototype).
+    Right: mean Spearman ρ of randomised against trained maps per cascade step, one line per
+    kind of map (0.5, dashed)."""
     figure = Figure(figsize=(10, 3.6), layout="constrained")
     left, right = figure.subplots(1, 2)
-    means = deletion.groupby("arm", sort=False)[["drop_top", "drop_random"]].mean()
-    left.bar(range(len(means)), means["drop_top"] / means["drop_random"], color="tab:blue")
+    arms = list(dict.fromkeys(deletion["arm"]))
+    bars = []  # (label, ratio per arm)
+    for fraction, rows in deletion.groupby("fraction", sort=False):
+        shown = pd.concat([shown_prototype_rows(part) for _, part in rows.groupby("arm", sort=False)])
+        for subset, chosen in (("top-β", shown), ("all", rows)):
+            means = chosen.groupby("arm")[["drop_top", "drop_random"]].mean().reindex(arms)
+            cells = int(rows["cells"].iloc[0])
+            bars.append((f"{fraction:.0%} ({cells} cells), {subset}", means["drop_top"] / means["drop_random"]))
+    width = 0.8 / len(bars)
+    for index, (label, ratios) in enumerate(bars):
+        left.bar(np.arange(len(arms)) + (index - (len(bars) - 1) / 2) * width, ratios.to_numpy(), width, label=label)
     left.axhline(3.0, color="grey", linestyle="--", linewidth=1)
-    left.set_xticks(range(len(means)), means.index, fontsize=8, rotation=20, ha="right")
+    left.set_xticks(range(len(arms)), arms, fontsize=8, rotation=20, ha="right")
     left.set(title="Deletion test", ylabel="top-cell drop ÷ random-cell drop")
+    left.legend(fontsize=7, title="cells hidden per slot, prototypes", title_fontsize=7)
     for kind, rows in randomization.groupby("maps", sort=False):
         curve = rows.groupby("step")["spearman"].mean()
         right.plot(curve.index, curve.to_numpy(), marker="o", label=kind)

@@ -15,6 +15,8 @@ import pandas as pd
 import torch
 
 from ..analysis import faithfulness
+from ..analysis.faithfulness import shown_prototype_rows
+from ..diagnostics import SHOWN_PROTOTYPES
 from ..analysis.explain import model_input, take_clip
 from ..analysis.localization import (covering_clip_start, gradcam, gradcam_iou_table, matching_gradcam_layer,
                                      occurrence_iou_table)
@@ -23,7 +25,8 @@ from . import intervals, tables
 from .claims import Claim, verdict
 
 __all__ = ["BLACKBOX_ARM", "STANDARD_GRADCAM_LAYER", "RANDOMIZED_TOP_LAYERS", "DELETION_FACTOR", "arm_name", "traced_clips",
-           "localization_tables", "per_video_means", "deletion_results", "randomization_results", "occurrence_claims"]
+           "localization_tables", "per_video_means", "lv_area_fraction", "deletion_results",
+           "randomization_results", "occurrence_claims"]
 
 BLACKBOX_ARM = "black box"
 STANDARD_GRADCAM_LAYER = "layer4"  # the black box's last block, the usual Grad-CAM choice
@@ -88,15 +91,31 @@ def per_video_means(table: pd.DataFrame) -> pd.DataFrame:
     return table.groupby(keys)[["lv_fraction", "iou", "lv_mass_share", "pointing_hit"]].mean().reset_index()
 
 
-def deletion_results(runs: dict, videos: int, **options) -> pd.DataFrame:
+def lv_area_fraction(run, videos: int | None = None) -> float:
+    """The share of the frame the traced LV covers: the mean of the ED and ES masks' areas
+    over the first `videos` (default all) VAL videos of `run`'s data. The deletion test hides
+    this share of each map's cells: the size of what a map that finds the LV points at. A
+    property of the data, not of any model; VAL, so that TEST decides nothing about the test."""
+    _, config, _ = build.load_run(run)
+    val = build.evaluation_dataset(config, "VAL", with_masks=True)
+    areas = [float(masks[name].mean()) for index in range(min(videos or len(val), len(val)))
+             for masks in [val.masks(index)] for name in ("ed_mask", "es_mask")]
+    return float(np.mean(areas))
+
+
+def deletion_results(runs: dict, videos: int, fractions=(faithfulness.DELETION_FRACTION,), **options) -> pd.DataFrame:
     """`faithfulness.deletion_table` of every prototype on the first `videos` TEST clips
-    (`traced_clips`) of each ``{arm: run}``; columns arm and filename added."""
+    (`traced_clips`) of each ``{arm: run}``, once per share of cells hidden in `fractions`;
+    columns arm, fraction and filename added. Notebook 07's claim hides the LV's own share
+    (`lv_area_fraction`) and shows the default quarter beside it: at 8 × 8 a quarter of the
+    cells is about twice the LV, so random quarters hit the LV too (docs/method.md §6)."""
     parts = []
     for arm, run in runs.items():
         model, _, test = _test_set(run)
         names, clips = traced_clips(test, videos)
-        table = faithfulness.deletion_table(model, clips, range(model.num_prototypes), **options)
-        parts.append(table.assign(arm=arm, filename=[names[i] for i in table["clip"]]))
+        for fraction in fractions:
+            table = faithfulness.deletion_table(model, clips, range(model.num_prototypes), fraction=fraction, **options)
+            parts.append(table.assign(arm=arm, fraction=fraction, filename=[names[i] for i in table["clip"]]))
     return pd.concat(parts, ignore_index=True)
 
 
@@ -141,10 +160,11 @@ def _bootstrapped(seeds: int, videos: int) -> str:
 
 
 def occurrence_claims(iou: pd.DataFrame, runs_table: pd.DataFrame, deletion: pd.DataFrame,
-                      randomization: pd.DataFrame, *, chosen: float, layer: str) -> list[Claim]:
+                      randomization: pd.DataFrame, *, chosen: float, layer: str, deletion_fraction: float) -> list[Claim]:
     """Issue 17's claims (a)–(e) for the profile's weight `chosen` against weight 0, and the
     black box's Grad-CAM at `layer` (the matching resolution). `runs_table`: `tables.run_table`
-    keyed ("occurrence_weight", "seed"); `iou`: `localization_tables`' table."""
+    keyed ("occurrence_weight", "seed"); `iou`: `localization_tables`' table; the deletion
+    claims read `deletion`'s rows at `deletion_fraction` (one claim per arm)."""
     mine, zero = _above_chance_grid(iou, arm_name(chosen), "occurrence"), _above_chance_grid(iou, arm_name(0.0), "occurrence")
     cam = _above_chance_grid(iou, BLACKBOX_ARM, f"gradcam {layer}")
     gain = intervals.bootstrap_interval({"a": mine, "b": zero}, intervals.mean_contrast({"a": 1, "b": -1}))
@@ -160,7 +180,8 @@ def occurrence_claims(iou: pd.DataFrame, runs_table: pd.DataFrame, deletion: pd.
         Claim(f"At no accuracy cost: TEST MAE with the occurrence loss ({chosen:g}) − without < +0.3 EF points",
               f"MAE difference, paired by seed, t interval over {mae['pairs']} seed(s)", mae["difference"], mae["low"],
               mae["high"], verdict(mae["difference"], mae["low"], mae["high"], below=0.3))]
-    for arm, rows in deletion.groupby("arm", sort=False):
+    for arm, rows in deletion[np.isclose(deletion["fraction"], deletion_fraction)].groupby("arm", sort=False):
+        rows = shown_prototype_rows(rows)
         drops = {kind: intervals.per_video_grid({0: rows.groupby("filename")[f"drop_{kind}"].mean()})
                  for kind in ("top", "random")}
         # "top drop ≥ 3 × random drop" as the linear contrast top − 3·random > 0: the same claim
@@ -169,11 +190,14 @@ def occurrence_claims(iou: pd.DataFrame, runs_table: pd.DataFrame, deletion: pd.
         # means is unbounded or changes sign. The ratio itself is given in the measure's text.
         excess = intervals.bootstrap_interval(drops, intervals.mean_contrast({"top": 1, "random": -DELETION_FACTOR}))
         ratio = float(np.nanmean(drops["top"]) / np.nanmean(drops["random"]))
-        claims.append(_claim(f"{arm}: the maps are faithful: hiding a prototype's top-25 % cells drops its similarity "
-                             f"≥ {DELETION_FACTOR:g} × as much as hiding random cells (top drop − {DELETION_FACTOR:g} × "
-                             "random drop > 0)", f"mean drop of s_k, top − {DELETION_FACTOR:g} × random (ratio of the "
-                             f"means {ratio:.2f}), every prototype, seed 0 only, {excess['videos']} TEST clips (bootstrap "
-                             "over clips)", excess, digits=3, above=0.0))
+        cells = int(rows["cells"].iloc[0])
+        claims.append(_claim(f"{arm}: the maps a reader is shown are faithful: hiding the top {cells} cells per time slot "
+                             f"(the LV's share of the frame, {deletion_fraction:.0%}) of each clip's top-{SHOWN_PROTOTYPES} "
+                             f"β prototypes drops their similarity ≥ {DELETION_FACTOR:g} × as much as hiding random "
+                             f"cells (top drop − {DELETION_FACTOR:g} × random drop > 0)",
+                             f"mean drop of s_k, top − {DELETION_FACTOR:g} × random (ratio of the means {ratio:.2f}), "
+                             f"each clip's top-{SHOWN_PROTOTYPES} β prototypes, seed 0 only, {excess['videos']} TEST "
+                             "clips (bootstrap over clips)", excess, digits=3, above=0.0))
     step = randomization[randomization["step"] == RANDOMIZED_TOP_LAYERS - 1]
     for kind, rows in step.groupby("maps", sort=False):
         rho = intervals.bootstrap_interval({"maps": intervals.per_video_grid({0: rows.groupby("filename")["spearman"].mean()})},

@@ -52,7 +52,7 @@ def run_table(run_dirs: dict, keys=("seed",)) -> pd.DataFrame:
     ``push_mae_change`` (after − before the push), ``distinct_sources``,
     ``far_pair_angle_initial``, ``angle_near`` (mean angle of pairs within Δl),
     ``rank_corr`` (`embeddings.label_angle_rank_correlation`), ``pas_gradient_share`` and
-    ``beta_sharpening_factor`` (the head's VAL-chosen factor; 1 when off)."""
+    ``beta_sharpening_factor`` (the final head's VAL-chosen factor; 1 when off)."""
     from ..analysis.embeddings import label_angle_rank_correlation
 
     rows = []
@@ -72,8 +72,10 @@ def run_table(run_dirs: dict, keys=("seed",)) -> pd.DataFrame:
             row["angle_near"] = far_near_angles(prototypes, labels, delta)[1]
             row["rank_corr"] = label_angle_rank_correlation(prototypes, labels)
             row["pas_gradient_share"] = gradient_shares(run.read_history()).get("pas", np.nan)
-            # The head's VAL-chosen sharpening factor (1: off; protoef.training.calibration).
-            row["beta_sharpening_factor"] = metrics.get("beta_sharpening", {}).get("factor", 1.0)
+            # The final head's VAL-chosen sharpening factor (1: off; protoef.training.calibration):
+            # chosen again after the push when the head was refitted there.
+            sharpening = metrics.get("beta_sharpening_post_push", metrics.get("beta_sharpening", {}))
+            row["beta_sharpening_factor"] = sharpening.get("factor", 1.0)
         rows.append(row | {"run": str(run)})
     return pd.DataFrame(rows)
 

@@ -6,8 +6,9 @@
 
 Read `fit` top to bottom: `_start` (config, data, model, optimiser; a resume picks up the
 stored state), `_train` (the epochs, a checkpoint after each), `finish` (the best epoch,
-the β sharpening (when on), its metrics before the push, the push, the head epochs, the
-metrics after, every result file; ``metrics.json`` last). The run directory's layout is `protoef.training.runs`'.
+the β sharpening (when on), its metrics before the push, the push, the head refit and its
+own sharpening (when on), the metrics after, every result file; ``metrics.json`` last). The
+run directory's layout is `protoef.training.runs`'.
 
 Determinism: every epoch's randomness (sampler, clip starts, rotations, worker seeds) is
 derived from (config.seed, epoch), so a run resumed after a kill at any point replays the
@@ -33,12 +34,11 @@ from tqdm.auto import tqdm
 from ..config import Config, from_dict, set_key
 from ..data import compute_mean_std, oversampling_sampler, read_file_list, videos_per_batch
 from ..diagnostics import far_pair_angle_degrees, result_warnings, top_prototypes
-from ..losses import MSELoss
 from ..model import ProtoEFNet, unwrap
 from . import runs
 from .build import (RunContext, build_loss, build_model, build_optimizer, data_root, make_loader,
                     training_datasets)
-from .calibration import sharpen_on_val
+from .calibration import refit_head, sharpen_on_val
 from .loops import EPOCH_DIAGNOSTICS, evaluate, train_epoch
 from .push import PushResult, clip_max_similarities, push_prototypes, similarity_reference
 from .warmstart import CORPUS_SEED, WARM_START, save_backbone_weights, warm_start_config, warm_start_dir
@@ -275,9 +275,10 @@ def _train(run: _Run) -> None:
 def finish(model, config: Config, sets: dict, context: RunContext, out, *, initial: dict | None = None,
            seconds: dict | None = None) -> dict:
     """Best checkpoint (``out/checkpoints/best.pt``) → (β sharpening) → metrics before the
-    push → push → (head epochs) → metrics after → files, ``metrics.json`` last. `sets` are
-    `build.training_datasets`; `initial` holds values of the untrained model (the far-pair
-    angle), kept beside the trained ones so a reader sees whether PAS moved anything.
+    push → push → (head refit from the trained θ → β sharpening again) → metrics after →
+    files, ``metrics.json`` last. `sets` are `build.training_datasets`; `initial` holds
+    values of the untrained model (the far-pair angle), kept beside the trained ones so a
+    reader sees whether PAS moved anything.
     ``timings.json`` gets the wall clock of every stage (`seconds`: those before this one),
     apart from metrics.json so that the numbers stay comparable bit for bit."""
     out = runs.RunDir(out)
@@ -299,9 +300,11 @@ def finish(model, config: Config, sets: dict, context: RunContext, out, *, initi
     if initial:
         metrics["initial"] = initial
     stage = "pre_push" if isinstance(model, ProtoEFNet) and config.optim.push else "final"
+    sharpening = isinstance(model, ProtoEFNet) and config.optim.beta_sharpening_max > 1
+    trained_theta = model.theta.detach().clone() if isinstance(model, ProtoEFNet) else None
     lap("load_best")
-    if isinstance(model, ProtoEFNet) and config.optim.beta_sharpening_max > 1:
-        # Before the metrics before the push, so both sides of the push see the same head.
+    if sharpening:
+        # Before the metrics before the push, so that they are the sharpened head's.
         metrics["beta_sharpening"] = sharpen_on_val(model, val_loader, context, largest=config.optim.beta_sharpening_max,
                                                     tolerance=config.optim.beta_sharpening_tolerance)
         lap("beta_sharpening")
@@ -318,8 +321,21 @@ def finish(model, config: Config, sets: dict, context: RunContext, out, *, initi
                            "shared": int(result.table["shared"].sum()),
                            "distinct_sources": int(result.table["source_filename"].nunique()),
                            "mean_similarity": float(result.table["similarity"].mean())}
-        _head_epochs(model, config, sets, context)
-        lap("head_epochs")
+        if config.optim.head_epochs_after_push:
+            # θ refitted to the pushed prototypes, from the trained head (not the sharpened
+            # one), then sharpened again on VAL: the head after the push is another head.
+            with torch.no_grad():
+                model.theta.copy_(trained_theta)
+            metrics["head_refit"] = refit_head(
+                model, make_loader(sets["push"], config), build_loss(config), context,
+                epochs=config.optim.head_epochs_after_push, lr=config.optim.lr_head,
+                batch_size=config.data.batch_size, seed=config.seed + 10_000)
+            lap("head_epochs")
+            if sharpening:
+                metrics["beta_sharpening_post_push"] = sharpen_on_val(
+                    model, val_loader, context, largest=config.optim.beta_sharpening_max,
+                    tolerance=config.optim.beta_sharpening_tolerance)
+                lap("beta_sharpening_post_push")
         metrics["val"]["post_push"], _ = evaluate(model, val_loader, context, desc="validate", delta=delta)
         lap("val_post_push")
         metrics["test"]["post_push"], predictions = evaluate(model, test_loader, context, desc="test", delta=delta)
@@ -346,26 +362,6 @@ def finish(model, config: Config, sets: dict, context: RunContext, out, *, initi
         value for stage, value in seconds.items() if stage != "epochs_diagnostics")})
     out.write_metrics(metrics)  # written last: its presence marks a finished run
     return metrics
-
-
-def _head_epochs(model, config: Config, sets: dict, context: RunContext) -> None:
-    """``optim.head_epochs_after_push`` epochs of θ alone: the prototypes must stay the real
-    clips they were pushed to, so everything else is frozen and the model stays in eval
-    mode (in train mode BatchNorm would update its running statistics)."""
-    if not config.optim.head_epochs_after_push:
-        return
-    trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]  # not the frozen stages
-    for parameter in trainable:
-        parameter.requires_grad_(False)
-    model.theta.requires_grad_(True)
-    head_optimizer = torch.optim.Adam([model.theta], lr=config.optim.lr_head)
-    head_loss = MSELoss()  # θ alone fits the EF: no prototype term may move the pushed prototypes
-    for epoch in range(config.optim.head_epochs_after_push):
-        torch.manual_seed(config.seed + 10_000 + epoch)
-        train_epoch(model, make_loader(sets["push"], config, shuffle_seed=config.seed + epoch), head_loss,
-                    head_optimizer, context, desc=f"head epoch {epoch + 1}", train_mode=False)
-    for parameter in trainable:
-        parameter.requires_grad_(True)
 
 
 def _save_prototypes(out: runs.RunDir, result: PushResult) -> None:

@@ -28,18 +28,16 @@ EPOCH_DIAGNOSTICS = ("similarity_gap", "top1_beta", "beta_entropy", "sparsity", 
 
 
 def train_epoch(model, loader, loss_fn: WeightedLoss, optimizer, context: RunContext, *, desc: str,
-                diagnostic_batches: int = 0, train_mode: bool = True) -> dict[str, float]:
+                diagnostic_batches: int = 0) -> dict[str, float]:
     """One pass over `loader`; returns the sample-weighted mean of every logged term.
 
     `loss_fn` follows the `protoef.losses.WeightedLoss` protocol (`build.build_loss` picks
     it), so this loop is the same for every model. On the first `diagnostic_batches` batches
     of a ``diagnosable`` loss, each weighted term's gradient norm on the prototypes and on
     the shared backbone features is measured too (`diagnostics.loss_gradient_norms`;
-    averaged over those batches as ``grad_*``). ``train_mode=False`` keeps the model in eval
-    mode (BatchNorm statistics frozen), for head-only epochs after the push, where the
-    prototypes must stay their clips' features.
+    averaged over those batches as ``grad_*``).
     """
-    model.train(train_mode)
+    model.train()
     core = unwrap(model)
     sums: dict[str, float] = {}
     gradient_sums: dict[str, float] = {}
