@@ -121,7 +121,8 @@ def _deletion_rows(model, video, prototypes, *, fraction: float = DELETION_FRACT
     for index, k in enumerate(prototypes):
         similarity = float(clean.similarities[0, k])
         random_drops = similarity - after[len(prototypes):, k]
-        rows.append({"similarity": similarity, "beta": float(clean.weights[0, k]), "drop_top": similarity - float(after[index, k]),
+        rows.append({"similarity": similarity, "beta": float(clean.weights[0, k]),
+                     "drop_top": similarity - float(after[index, k]),
                      "drop_random": float(random_drops.mean()) if repeats else math.nan,
                      "drop_random_sd": float(random_drops.std(ddof=1)) if repeats > 1 else math.nan, "cells": count})
     return rows

@@ -15,11 +15,10 @@ import pandas as pd
 import torch
 
 from ..analysis import faithfulness
-from ..analysis.faithfulness import shown_prototype_rows
-from ..diagnostics import SHOWN_PROTOTYPES
 from ..analysis.explain import model_input, take_clip
 from ..analysis.localization import (covering_clip_start, gradcam, gradcam_iou_table, matching_gradcam_layer,
                                      occurrence_iou_table)
+from ..diagnostics import SHOWN_PROTOTYPES
 from ..training import build
 from . import intervals, tables
 from .claims import Claim, verdict
@@ -181,7 +180,7 @@ def occurrence_claims(iou: pd.DataFrame, runs_table: pd.DataFrame, deletion: pd.
               f"MAE difference, paired by seed, t interval over {mae['pairs']} seed(s)", mae["difference"], mae["low"],
               mae["high"], verdict(mae["difference"], mae["low"], mae["high"], below=0.3))]
     for arm, rows in deletion[np.isclose(deletion["fraction"], deletion_fraction)].groupby("arm", sort=False):
-        rows = shown_prototype_rows(rows)
+        rows = faithfulness.shown_prototype_rows(rows)
         drops = {kind: intervals.per_video_grid({0: rows.groupby("filename")[f"drop_{kind}"].mean()})
                  for kind in ("top", "random")}
         # "top drop ≥ 3 × random drop" as the linear contrast top − 3·random > 0: the same claim
