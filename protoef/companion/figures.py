@@ -263,9 +263,9 @@ def faithfulness_figure(deletion: pd.DataFrame, randomization: pd.DataFrame) -> 
     bars = []  # (label, ratio per arm)
     for fraction, rows in deletion.groupby("fraction", sort=False):
         shown = pd.concat([shown_prototype_rows(part) for _, part in rows.groupby("arm", sort=False)])
+        cells = int(rows["cells"].iloc[0])
         for subset, chosen in (("top-β", shown), ("all", rows)):
             means = chosen.groupby("arm")[["drop_top", "drop_random"]].mean().reindex(arms)
-            cells = int(rows["cells"].iloc[0])
             bars.append((f"{fraction:.0%} ({cells} cells), {subset}", means["drop_top"] / means["drop_random"]))
     width = 0.8 / len(bars)
     for index, (label, ratios) in enumerate(bars):

@@ -18,8 +18,10 @@ from ..analysis import faithfulness
 from ..analysis.explain import model_input, take_clip
 from ..analysis.localization import (covering_clip_start, gradcam, gradcam_iou_table, matching_gradcam_layer,
                                      occurrence_iou_table)
+from ..config import from_dict
 from ..diagnostics import SHOWN_PROTOTYPES
 from ..training import build
+from ..training.runs import RunDir
 from . import intervals, tables
 from .claims import Claim, verdict
 
@@ -95,10 +97,12 @@ def lv_area_fraction(run, videos: int | None = None) -> float:
     over the first `videos` (default all) VAL videos of `run`'s data. The deletion test hides
     this share of each map's cells: the size of what a map that finds the LV points at. A
     property of the data, not of any model; VAL, so that TEST decides nothing about the test."""
-    _, config, _ = build.load_run(run)
+    config = from_dict(RunDir(run).read_config())  # the data is all it needs: no checkpoint loaded
     val = build.evaluation_dataset(config, "VAL", with_masks=True)
-    areas = [float(masks[name].mean()) for index in range(min(videos or len(val), len(val)))
-             for masks in [val.masks(index)] for name in ("ed_mask", "es_mask")]
+    areas = []
+    for index in range(min(videos or len(val), len(val))):
+        masks = val.masks(index)
+        areas += [float(masks["ed_mask"].mean()), float(masks["es_mask"].mean())]
     return float(np.mean(areas))
 
 
