@@ -14,14 +14,15 @@
 # - **localisation** against the traced LV at ED and ES: IoU (top-q rule, chance q / (2 − q)), the share of the map's mass inside the LV (chance: the LV fraction q) and the pointing game (map maximum inside the LV; chance q), each as a ratio to chance; the black box of notebook 03 is measured the same way on its Grad-CAM at the block whose maps have the size of ProtoEFNet's (`localization.matching_gradcam_layer`) and at `layer4`, the standard choice;
 # - **faithfulness**: hiding a prototype's top cells against random cells (deletion test), and the model-randomisation sanity test of Adebayo et al. (cascading from the top), for the occurrence maps and for Grad-CAM alike.
 #
-# **Budget** (`studies.plan_for(profile)`). Demo: 5 seeds for weight 0 and the profile's own weight (the compared arms), 3 for the paper's weight (described, and its first seed's deletion test); the profile's own arm reuses notebook 02's runs. Smoke (CI): one seed, one epoch, 8 videos per arm. Paper: 3 seeds per arm at the paper's budget.
+# **Budget** (`studies.plan_for(profile)`). Demo: 5 seeds for weight 0 and the profile's own weight (the compared arms), 3 for the paper's weight (described, and tested for deletion); the profile's own arm reuses notebook 02's runs. Smoke (CI): one seed, one epoch, 8 videos per arm. Paper: 3 seeds per arm at the paper's budget.
 
 # %% tags=["parameters"]
 profile = None  # "demo", "smoke" or "paper"; None: $PROTOEF_PROFILE or "demo"
 data = None  # EchoNet-Dynamic root for the paper profile (or $ECHONET_DIR)
 executor = "auto"  # how the runs launch: "auto" (one process per GPU if several, else in turn), "sequential", "gpus", or {"kind": "slurm", ...} (protoef/companion/executors.py)
 examples = {"low EF": 0.0, "median EF": 0.5, "high EF": 1.0}  # test videos by EF quantile
-faithfulness_videos = 24  # TEST clips of the deletion and randomisation tests (seed 0 of each arm, every prototype)
+faithfulness_videos = 24  # TEST clips of the figure's deletion and randomisation tests (seed 0 of each arm, every prototype)
+deletion_claim_videos = 48  # TEST clips per run of the deletion claims (every seed of each arm, the shown maps)
 
 # %%
 from protoef.analysis.plots import save_figure
@@ -84,7 +85,7 @@ save_figure(figure, folder / "07_examples.png")
 figure
 
 # %% [markdown]
-# ## Faithfulness and sanity (seed 0 of each arm, the first `faithfulness_videos` TEST clips)
+# ## Faithfulness and sanity (the figure: seed 0 of each arm, the first `faithfulness_videos` TEST clips)
 # Left: deletion test, every prototype: the similarity drop when the map's top cells per time slot are hidden, ÷ the drop for as many random cells (target ≥ 3), for as many cells as the LV covers on VAL (the claim) and for a quarter of the cells (at 8 × 8 about twice the LV, so random quarters hit the LV too). Right: cascading parameter randomisation from the top, for the occurrence maps and for the black box's Grad-CAM at the same resolution (layer4's 2 × 2 maps at 32 pixels are too coarse for a rank correlation); a map that keeps ρ near 1 after its layers are re-initialised does not show what the model learned.
 
 # %%
@@ -99,9 +100,16 @@ save_figure(figure, folder / "07_faithfulness.png")
 figure
 
 # %% [markdown]
-# ## Claim check
-# Each threshold is an effect size stated in the claim. IoU differences: two-stage bootstrap over seeds and TEST videos (the same resampled seeds and videos for both arms); the MAE difference: t interval over seeds, paired by seed; deletion and randomisation: bootstrap over the clips of seed 0.
+# The deletion claims are decided on the maps a reader is shown (each clip's top-3 β prototypes), at the LV's share of the cells, over every seed of each arm and the first `deletion_claim_videos` TEST clips: one seed's clips cannot tell a verdict from the luck of one training run.
 
 # %%
-claims.record(profile, "07", occurrence_study.occurrence_claims(iou, runs_table, deletion, randomization, chosen=chosen,
-                                                                layer=layer, deletion_fraction=lv_share))
+shown_deletion = occurrence_study.shown_deletion_results(runs, deletion_claim_videos, lv_share)
+shown_deletion.groupby(["arm", "seed"], sort=False)[["drop_top", "drop_random"]].mean()  # mean similarity drops per run
+
+# %% [markdown]
+# ## Claim check
+# Each threshold is an effect size stated in the claim. IoU differences: two-stage bootstrap over seeds and TEST videos (the same resampled seeds and videos for both arms); the MAE difference: t interval over seeds, paired by seed; deletion: two-stage bootstrap over seeds and clips; randomisation: bootstrap over the clips of seed 0.
+
+# %%
+claims.record(profile, "07", occurrence_study.occurrence_claims(iou, runs_table, shown_deletion, randomization,
+                                                                chosen=chosen, layer=layer, deletion_fraction=lv_share))

@@ -220,6 +220,16 @@ def test_deletion_and_stability_run_on_protoefnet_shapes(tiny_protoefnet):
     every = range(tiny_protoefnet.num_prototypes)
     ranked = faithfulness.shown_prototype_rows(faithfulness.deletion_table(tiny_protoefnet, clips[:1], every, repeats=1))
     assert sorted(ranked["prototype"]) == sorted(np.argsort(-weights[0].numpy(), kind="stable")[:3])
+    # Without a list, each clip's top_beta prototypes by β are tested, and their rows are the
+    # ones a table of every prototype gives for them (the claim's cheaper table, same numbers).
+    shown = faithfulness.deletion_table(tiny_protoefnet, clips, top_beta=3, repeats=1)
+    for clip in (0, 1):
+        rows = shown[shown["clip"] == clip]
+        assert list(rows["prototype"]) == list(np.argsort(-weights[clip].numpy(), kind="stable")[:3])
+    full = faithfulness.deletion_table(tiny_protoefnet, clips[:1], every, repeats=1).set_index("prototype")
+    first = shown[shown["clip"] == 0].set_index("prototype")
+    np.testing.assert_allclose(first["drop_top"], full.loc[first.index, "drop_top"], atol=1e-6)
+    np.testing.assert_allclose(first["drop_random"], full.loc[first.index, "drop_random"], atol=1e-6)
     stability = faithfulness.noise_stability(tiny_protoefnet, clips[0], noise_std=0.05, repeats=3, top=3)
     assert all(0.0 <= stability[key] <= 1.0 for key in ("top_set_overlap", "top1_unchanged", "argmax_unchanged"))
     assert stability["argmax_shift_cells"] >= 0.0

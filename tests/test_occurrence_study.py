@@ -65,7 +65,7 @@ def test_occurrence_claims_on_hand_made_tables():
     # The claim reads the rows at the LV's share (0.125) only, and of each clip the top-3
     # prototypes by β: the quarter's rows and clip a's fourth prototype (β 0.01), where hiding
     # the top cells is no better than random, must not enter it.
-    deletion = pd.DataFrame({"arm": mine, "fraction": 0.125, "cells": 8, "clip": [0, 0, 0, 0, 1],
+    deletion = pd.DataFrame({"arm": mine, "seed": 0, "fraction": 0.125, "cells": 8, "clip": [0, 0, 0, 0, 1],
                              "filename": ["a", "a", "a", "a", "b"], "prototype": [0, 1, 2, 3, 0],
                              "beta": [0.5, 0.01, 0.3, 0.2, 0.9], "drop_top": [0.5, 0.0, 0.7, 0.6, 0.3],
                              "drop_random": [0.1, 1.0, 0.1, 0.1, 0.05]})
@@ -102,15 +102,43 @@ def test_deletion_claim_stays_defined_when_random_occlusion_raises_the_similarit
     randomization = pd.DataFrame({"step": [2], "maps": "occurrence", "filename": ["a"], "randomized": ["x"],
                                   "spearman": [0.1]})
     for deletion, expected, verdict in [
-            (pd.DataFrame({"arm": mine, "fraction": 0.1, "cells": 6, "clip": [0, 1], "prototype": 0, "beta": 1.0,
+            (pd.DataFrame({"arm": mine, "seed": 0, "fraction": 0.1, "cells": 6, "clip": [0, 1], "prototype": 0, "beta": 1.0,
                            "filename": ["a", "b"], "drop_top": [0.5, 0.3], "drop_random": [-0.1, -0.1]}), 0.7, "holds"),
-            (pd.DataFrame({"arm": mine, "fraction": 0.1, "cells": 6, "clip": [0, 1], "prototype": 0, "beta": 1.0,
+            (pd.DataFrame({"arm": mine, "seed": 0, "fraction": 0.1, "cells": 6, "clip": [0, 1], "prototype": 0, "beta": 1.0,
                            "filename": ["a", "b"], "drop_top": [0.2, 0.2], "drop_random": [0.2, 0.2]}), -0.4,
              "does not hold")]:
         claims = occurrence_study.occurrence_claims(iou, runs, deletion, randomization, chosen=1.0, layer="layer3",
                                                     deletion_fraction=0.1)
         faithful = next(claim for claim in claims if "faithful" in claim.claim)
         assert faithful.value == pytest.approx(expected) and faithful.verdict == verdict
+
+
+def test_deletion_claim_pools_seeds_and_ranks_the_shown_maps_within_each_seed():
+    # Two seeds of one arm, clip index 0 in both: the top-3 β rows are chosen per seed (pooled,
+    # seed 1's high-β rows would push seed 0's out). Per (seed, clip) top − 3 × random:
+    # seed 0 clip a: prototypes 1, 2, 3 (β 0.4, 0.3, 0.2; prototype 0 has β 0.1), drops 0.4 vs 0.1
+    #   → 0.4 − 0.3 = 0.1; clip b: 0.6 vs 0.1 → 0.3;
+    # seed 1 clip a: 0.9 vs 0.1 → 0.6; clip b: 0.6 vs 0.2 → 0.0.  Mean 0.25; ratio of the means
+    # (0.4 + 0.6 + 0.9 + 0.6) / (0.1 + 0.1 + 0.1 + 0.2) = 5.
+    mine = occurrence_study.arm_name(1.0)
+    iou = pd.concat([iou_rows(arm, method, s, [0.3, 0.3, 0.3, 0.3]) for s in (0, 1) for arm, method in
+                     [(mine, "occurrence"), (occurrence_study.arm_name(0.0), "occurrence"),
+                      (occurrence_study.BLACKBOX_ARM, "gradcam layer3")]])
+    runs = pd.DataFrame({"occurrence_weight": [1.0, 1.0, 0.0, 0.0], "seed": [0, 1, 0, 1], "mae": 4.0})
+    randomization = pd.DataFrame({"step": [2], "maps": "occurrence", "filename": ["a"], "randomized": ["x"],
+                                  "spearman": [0.1]})
+    seed0 = pd.DataFrame({"seed": 0, "clip": [0, 0, 0, 0, 1], "filename": ["a", "a", "a", "a", "b"],
+                          "prototype": [0, 1, 2, 3, 0], "beta": [0.1, 0.4, 0.3, 0.2, 0.9],
+                          "drop_top": [9.0, 0.4, 0.4, 0.4, 0.6], "drop_random": [0.0, 0.1, 0.1, 0.1, 0.1]})
+    seed1 = pd.DataFrame({"seed": 1, "clip": [0, 1], "filename": ["a", "b"], "prototype": [5, 5], "beta": [0.95, 0.95],
+                          "drop_top": [0.9, 0.6], "drop_random": [0.1, 0.2]})
+    deletion = pd.concat([seed0, seed1], ignore_index=True).assign(arm=mine, fraction=0.1, cells=6)
+    claims = occurrence_study.occurrence_claims(iou, runs, deletion, randomization, chosen=1.0, layer="layer3",
+                                                deletion_fraction=0.1)
+    faithful = next(claim for claim in claims if "faithful" in claim.claim)
+    assert faithful.value == pytest.approx(0.25) and "ratio of the means 5.00" in faithful.measure
+    assert "2 seed(s) × 2 TEST clips" in faithful.measure
+    assert 0.0 - 1e-12 <= faithful.low <= faithful.high <= 0.6 + 1e-12  # within the cells' extremes
 
 
 def test_lv_area_fraction_is_the_mean_traced_area_on_val(recorded_smoke_run):

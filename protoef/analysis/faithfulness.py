@@ -140,9 +140,10 @@ def _occluded_similarities(model, video: Tensor, cell_masks: list, *, fill: floa
     return np.concatenate(parts)
 
 
-def deletion_table(model: nn.Module, videos: Tensor, prototypes=None, **options) -> pd.DataFrame:
+def deletion_table(model: nn.Module, videos: Tensor, prototypes=None, *, top_beta: int = 1, **options) -> pd.DataFrame:
     """`deletion_test` for every clip of `videos` (N, 3, T, H, W) and every prototype in
-    `prototypes` (default: each clip's top-β prototype); one row per (clip, prototype), with
+    `prototypes` (default: each clip's `top_beta` prototypes by β, ties to the lower index, as
+    `shown_prototype_rows` ranks them); one row per (clip, prototype), with
     ``ratio`` = drop_top / drop_random (NaN when the random drop is 0). Options are `deletion_test`'s;
     without a `generator`, each clip's random cells are drawn from a generator seeded 0, so every
     clip and prototype is tested against the same random draws."""
@@ -150,7 +151,8 @@ def deletion_table(model: nn.Module, videos: Tensor, prototypes=None, **options)
     for clip_index, video in enumerate(videos):
         chosen = prototypes
         if chosen is None:
-            chosen = [int(_forward(model, video[None]).weights[0].argmax())]
+            weights = _forward(model, video[None]).weights[0].float().cpu().numpy()     # (P,)
+            chosen = np.argsort(-weights, kind="stable")[:top_beta]
         chosen = [int(k) for k in chosen]
         for prototype, result in zip(chosen, _deletion_rows(model, video, chosen, **options)):
             ratio = result["drop_top"] / result["drop_random"] if result["drop_random"] else math.nan

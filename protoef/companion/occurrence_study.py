@@ -5,7 +5,9 @@ faithful to the model, and the claims that decide (docs/method.md §6).
   occurrence maps on TEST, and of the black box's Grad-CAM at the block with the same
   spatial size (`localization.matching_gradcam_layer`) and at layer4;
 - `deletion_results`, `randomization_results`: the deletion and model-randomisation tests
-  (`protoef.analysis.faithfulness`) on the first TEST clips;
+  (`protoef.analysis.faithfulness`) on the first TEST clips of one run per arm (the figure);
+- `shown_deletion_results`: the deletion test of the maps a reader is shown (each clip's
+  top-β prototypes) in every (arm, seed) run, which the deletion claims read;
 - `occurrence_claims`: claims (a)–(e) of issue 17, each an effect size with an interval.
 """
 from __future__ import annotations
@@ -27,7 +29,7 @@ from .claims import Claim, verdict
 
 __all__ = ["BLACKBOX_ARM", "STANDARD_GRADCAM_LAYER", "RANDOMIZED_TOP_LAYERS", "DELETION_FACTOR", "arm_name", "traced_clips",
            "localization_tables", "per_video_means", "lv_area_fraction", "deletion_results",
-           "randomization_results", "occurrence_claims"]
+           "shown_deletion_results", "randomization_results", "occurrence_claims"]
 
 BLACKBOX_ARM = "black box"
 STANDARD_GRADCAM_LAYER = "layer4"  # the black box's last block, the usual Grad-CAM choice
@@ -122,6 +124,23 @@ def deletion_results(runs: dict, videos: int, fractions=(faithfulness.DELETION_F
     return pd.concat(parts, ignore_index=True)
 
 
+def shown_deletion_results(arm_runs: dict, videos: int, fraction: float, **options) -> pd.DataFrame:
+    """`faithfulness.deletion_table` of each clip's top-`SHOWN_PROTOTYPES` prototypes by β (the
+    maps an explanation shows) on the first `videos` TEST clips of every ``{(weight, seed): run}``,
+    hiding `fraction` of the cells; columns arm (`arm_name`), weight, seed, fraction and
+    filename added. The deletion claims are decided over seeds and clips from this table
+    (a two-stage bootstrap, like the IoU claims): one seed's clips say nothing about how a
+    verdict varies with training."""
+    parts = []
+    for (weight, seed), run in arm_runs.items():
+        model, _, test = _test_set(run)
+        names, clips = traced_clips(test, videos)
+        table = faithfulness.deletion_table(model, clips, top_beta=SHOWN_PROTOTYPES, fraction=fraction, **options)
+        parts.append(table.assign(arm=arm_name(weight), weight=weight, seed=seed, fraction=fraction,
+                                  filename=[names[i] for i in table["clip"]]))
+    return pd.concat(parts, ignore_index=True)
+
+
 def randomization_results(protoefnet_run, blackbox_run, layer: str, videos: int) -> pd.DataFrame:
     """Cascading `faithfulness.model_randomization_test` on the first `videos` TEST clips,
     all clips through each randomised copy at once: ProtoEFNet's occurrence maps (maps
@@ -167,7 +186,8 @@ def occurrence_claims(iou: pd.DataFrame, runs_table: pd.DataFrame, deletion: pd.
     """Issue 17's claims (a)–(e) for the profile's weight `chosen` against weight 0, and the
     black box's Grad-CAM at `layer` (the matching resolution). `runs_table`: `tables.run_table`
     keyed ("occurrence_weight", "seed"); `iou`: `localization_tables`' table; the deletion
-    claims read `deletion`'s rows at `deletion_fraction` (one claim per arm)."""
+    claims read `deletion`'s rows at `deletion_fraction` (one claim per arm; columns of
+    `shown_deletion_results`, a ``seed`` column included; of each seed's clips the top-3 β rows)."""
     mine, zero = _above_chance_grid(iou, arm_name(chosen), "occurrence"), _above_chance_grid(iou, arm_name(0.0), "occurrence")
     cam = _above_chance_grid(iou, BLACKBOX_ARM, f"gradcam {layer}")
     gain = intervals.bootstrap_interval({"a": mine, "b": zero}, intervals.mean_contrast({"a": 1, "b": -1}))
@@ -184,23 +204,24 @@ def occurrence_claims(iou: pd.DataFrame, runs_table: pd.DataFrame, deletion: pd.
               f"MAE difference, paired by seed, t interval over {mae['pairs']} seed(s)", mae["difference"], mae["low"],
               mae["high"], verdict(mae["difference"], mae["low"], mae["high"], below=0.3))]
     for arm, rows in deletion[np.isclose(deletion["fraction"], deletion_fraction)].groupby("arm", sort=False):
-        rows = faithfulness.shown_prototype_rows(rows)
-        drops = {kind: intervals.per_video_grid({0: rows.groupby("filename")[f"drop_{kind}"].mean()})
+        shown = {seed: faithfulness.shown_prototype_rows(part) for seed, part in rows.groupby("seed")}
+        drops = {kind: intervals.per_video_grid({seed: part.groupby("filename")[f"drop_{kind}"].mean()
+                                                 for seed, part in shown.items()})
                  for kind in ("top", "random")}
         # "top drop ≥ 3 × random drop" as the linear contrast top − 3·random > 0: the same claim
         # wherever the ratio is defined, with a valid bootstrap interval also when the random
         # drop is near 0 or negative (occluding random cells can raise s_k), where the ratio of
         # means is unbounded or changes sign. The ratio itself is given in the measure's text.
         excess = intervals.bootstrap_interval(drops, intervals.mean_contrast({"top": 1, "random": -DELETION_FACTOR}))
-        ratio = float(np.nanmean(drops["top"]) / np.nanmean(drops["random"]))
+        ratio = float(np.nanmean(drops["top"].to_numpy()) / np.nanmean(drops["random"].to_numpy()))
         cells = int(rows["cells"].iloc[0])
         claims.append(_claim(f"{arm}: the maps a reader is shown are faithful: hiding the top {cells} cells per time slot "
                              f"(the LV's share of the frame, {deletion_fraction:.0%}) of each clip's top-{SHOWN_PROTOTYPES} "
                              f"β prototypes drops their similarity ≥ {DELETION_FACTOR:g} × as much as hiding random "
                              f"cells (top drop − {DELETION_FACTOR:g} × random drop > 0)",
                              f"mean drop of s_k, top − {DELETION_FACTOR:g} × random (ratio of the means {ratio:.2f}), "
-                             f"each clip's top-{SHOWN_PROTOTYPES} β prototypes, seed 0 only, {excess['videos']} TEST "
-                             "clips (bootstrap over clips)", excess, digits=3, above=0.0))
+                             f"each clip's top-{SHOWN_PROTOTYPES} β prototypes, {excess['seeds']} seed(s) × {excess['videos']} "
+                             "TEST clips, two-stage bootstrap", excess, digits=3, above=0.0))
     step = randomization[randomization["step"] == RANDOMIZED_TOP_LAYERS - 1]
     for kind, rows in step.groupby("maps", sort=False):
         rho = intervals.bootstrap_interval({"maps": intervals.per_video_grid({0: rows.groupby("filename")["spearman"].mean()})},
