@@ -7,7 +7,7 @@
 what: "step" (forward, loss, backward, Adam step), "infer" (forward under no_grad) or
 "pool" (the pooling op alone, forward + backward on random (N, P|D, T', H', W') tensors).
 output_stride and frozen_stages (model "protoef"): as in protoef.config. model: "protoef", "backbone" (truncated backbone alone, loss = mean of squares) or
-"blackbox". pooling: "einsum" (the package's) or "naive" (the official code's broadcast
+"blackbox". threads: intra-op threads (default: the pinned count). pooling: "einsum" (the package's) or "naive" (the official code's broadcast
 product). Prints one JSON line: step times, RSS before, peak RSS (VmHWM, reset just before the
 timed calls), delta = peak - before.
 """
@@ -138,7 +138,9 @@ def measure(spec: dict) -> dict:
     import torch
 
     torch.manual_seed(spec.get("seed", 0))
-    run = make_step(spec)
+    run = make_step(spec)  # imports protoef, which pins the thread count
+    if "threads" in spec:  # after the pin: a child with another intra-op thread count
+        torch.set_num_threads(spec["threads"])
     before = rss_bytes()
     peak_reset = reset_peak()
     times = []

@@ -11,4 +11,5 @@ from .steps import blackbox, head, pooling, scaling
 
 ITEMS = {"head": head, "pooling": pooling, "pipeline": pipeline, "scaling": scaling, "blackbox": blackbox,
          "epoch": runtime.epoch, "runend": runtime.runend, "numerics": runtime.numerics, "breakdown": runtime.breakdown,
-         "levers": runtime.levers, "deletion": deletion, "gpu": gpu}
+         "levers": runtime.levers, "concurrency": runtime.concurrency,
+         "deletion": deletion, "gpu": gpu}

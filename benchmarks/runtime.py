@@ -1,6 +1,7 @@
 """Benchmark items about a whole run's time: what the pinned numerical environment costs,
 where a demo run's minutes go (README, "Same numbers on every machine"; issue #18), what
-loader workers cost in a demo epoch, and the end of a run with and without the gallery."""
+two jobs at once on the same cores give or cost, what loader workers cost in a demo epoch,
+and the end of a run with and without the gallery."""
 from __future__ import annotations
 
 import json
@@ -85,6 +86,52 @@ def levers(quick: bool) -> dict:
                              note=f"min of {len(times[name])} steps in {rounds} fresh processes "
                                   f"({best[name] * 1000:.0f} vs {best[baseline] * 1000:.0f} ms)")
                        for name in LEVERS if name != baseline]}
+
+
+# Two heavy jobs on one 2-core machine (issue #18): the demo's studies as processes side by
+# side instead of one 2-thread run at a time, and what a second job started beside a run
+# costs. Each row: (processes started at once, child options, extra environment).
+CONCURRENCY = {"one process, 2 threads (the demo's)": (1, {}, {}),
+               "two processes, 1 thread each": (2, {"threads": 1}, {}),
+               "two processes, 2 threads each": (2, {}, {}),
+               "two processes, 2 threads each, OMP_WAIT_POLICY=PASSIVE": (2, {}, {"OMP_WAIT_POLICY": "PASSIVE"}),
+               "one process, 2 threads, OMP_WAIT_POLICY=PASSIVE": (1, {}, {"OMP_WAIT_POLICY": "PASSIVE"})}
+
+
+def _concurrent_steps(processes: int, reps: int, options: dict, extra_env: dict) -> list[dict]:
+    """`processes` pinned children (demo-shape training steps) started together."""
+    env = {**child_environment("pinned"), **extra_env}
+    command = [sys.executable, "-m", "benchmarks.child", json.dumps({**DEMO_STEP, "reps": reps, **options})]
+    children = [subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                for _ in range(processes)]
+    results = []
+    for child in children:
+        out, err = child.communicate(timeout=1200)
+        if child.returncode != 0:
+            raise RuntimeError(f"child {options} {extra_env} failed:\n{err[-2000:]}")
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    return results
+
+
+def concurrency(quick: bool) -> dict:
+    """Training steps per second of the whole machine (the sum over the processes of 1 ÷ each
+    one's median step, steps after the first two) for each `CONCURRENCY` row, against one
+    pinned process with 2 threads. The children start together and run the same steps, so
+    their steps overlap; the medians keep the unshared start and end out."""
+    reps = 12 if quick else 24
+    rows = {}
+    for name, (processes, options, extra_env) in CONCURRENCY.items():
+        results = _concurrent_steps(processes, reps, options, extra_env)
+        medians = [statistics.median(result["seconds"][2:]) for result in results]
+        rows[name] = {"median_step_s": medians, "steps_per_s": sum(1 / m for m in medians),
+                      "threads": [result["threads"] for result in results], "seconds": [r["seconds"] for r in results]}
+    baseline = next(iter(CONCURRENCY))
+    base = rows[baseline]["steps_per_s"]
+    return {"title": "Two jobs at once on the same cores", "measurements": rows,
+            "ratios": [ratio(f"{name}: steps/s of the machine ÷ {baseline}", row["steps_per_s"] / base,
+                             note="median step " + " / ".join(f"{m * 1000:.0f}" for m in row["median_step_s"])
+                                  + f" ms per process (one process, 2 threads: {1000 / base:.0f} ms)")
+                       for name, row in rows.items() if name != baseline]}
 
 
 def _demo_runs() -> list:

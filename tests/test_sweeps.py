@@ -3,6 +3,7 @@ processes), in the same run directories and with the same reuse/resume as single
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 
 import pandas as pd
@@ -115,3 +116,18 @@ def test_study_sweeps_hand_their_unfinished_runs_to_the_runner(repo, monkeypatch
     with pytest.raises(ValueError, match="another config: optim.epochs"):
         studies.pas_weight_runs("smoke", [0.0], [0], {"optim.epochs": 5}, executor="local")
     assert len(launched) == 1  # refused before anything was launched
+
+
+def test_local_submitit_jobs_start_with_passive_openmp_waiting_unless_the_user_chose(monkeypatch):
+    # submitit's local executor copies os.environ when it starts a job; several jobs on one
+    # machine's cores must not spin on each other's cores (benchmarks: concurrency).
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    with executors._passive_openmp(True):
+        assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    assert "OMP_WAIT_POLICY" not in os.environ  # the notebook's own process is left as it was
+    with executors._passive_openmp(False):
+        assert "OMP_WAIT_POLICY" not in os.environ  # one job, or SLURM: nothing shared
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    with executors._passive_openmp(True):
+        assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
