@@ -29,13 +29,25 @@ def child_environment(mode: str) -> dict:
     return env
 
 
+def _steps_in_children(mode: str, reps: int, *, processes: int = 1, extra_env: dict | None = None,
+                       **options) -> list[dict]:
+    """`processes` children in `mode` (demo-shape training steps, `options` on top), started
+    together; one result per child."""
+    env = {**child_environment(mode), **(extra_env or {})}
+    command = [sys.executable, "-m", "benchmarks.child", json.dumps({**DEMO_STEP, "reps": reps, **options})]
+    children = [subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                for _ in range(processes)]
+    results = []
+    for child in children:
+        out, err = child.communicate(timeout=1200)
+        if child.returncode != 0:
+            raise RuntimeError(f"child ({mode}, {options}, {extra_env}) failed:\n{err[-2000:]}")
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    return results
+
+
 def _steps_in_child(mode: str, reps: int, **options) -> dict:
-    spec = {**DEMO_STEP, "reps": reps, **options}
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.child", json.dumps(spec)], cwd=ROOT,
-                          env=child_environment(mode), capture_output=True, text=True, timeout=600)
-    if proc.returncode != 0:
-        raise RuntimeError(f"child ({mode}) failed:\n{proc.stderr[-2000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return _steps_in_children(mode, reps, **options)[0]
 
 
 def numerics(quick: bool) -> dict:
@@ -98,21 +110,6 @@ CONCURRENCY = {"one process, 2 threads (the demo's)": (1, {}, {}),
                "one process, 2 threads, OMP_WAIT_POLICY=PASSIVE": (1, {}, {"OMP_WAIT_POLICY": "PASSIVE"})}
 
 
-def _concurrent_steps(processes: int, reps: int, options: dict, extra_env: dict) -> list[dict]:
-    """`processes` pinned children (demo-shape training steps) started together."""
-    env = {**child_environment("pinned"), **extra_env}
-    command = [sys.executable, "-m", "benchmarks.child", json.dumps({**DEMO_STEP, "reps": reps, **options})]
-    children = [subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                for _ in range(processes)]
-    results = []
-    for child in children:
-        out, err = child.communicate(timeout=1200)
-        if child.returncode != 0:
-            raise RuntimeError(f"child {options} {extra_env} failed:\n{err[-2000:]}")
-        results.append(json.loads(out.strip().splitlines()[-1]))
-    return results
-
-
 def concurrency(quick: bool) -> dict:
     """Training steps per second of the whole machine (the sum over the processes of 1 ÷ each
     one's median step, steps after the first two) for each `CONCURRENCY` row, against one
@@ -121,7 +118,7 @@ def concurrency(quick: bool) -> dict:
     reps = 12 if quick else 24
     rows = {}
     for name, (processes, options, extra_env) in CONCURRENCY.items():
-        results = _concurrent_steps(processes, reps, options, extra_env)
+        results = _steps_in_children("pinned", reps, processes=processes, extra_env=extra_env, **options)
         medians = [statistics.median(result["seconds"][2:]) for result in results]
         rows[name] = {"median_step_s": medians, "steps_per_s": sum(1 / m for m in medians),
                       "threads": [result["threads"] for result in results], "seconds": [r["seconds"] for r in results]}

@@ -99,13 +99,15 @@ def deletion_test(model: nn.Module, video: Tensor, prototype: int, **options) ->
 
 
 def _deletion_rows(model, video, prototypes, *, fraction: float = DELETION_FRACTION, repeats: int = 10, fill: float = 0.0,
-                   per_slot: bool = True, generator: torch.Generator | None = None, batch_size: int = 16) -> list[dict]:
+                   per_slot: bool = True, generator: torch.Generator | None = None, batch_size: int = 16,
+                   clean=None) -> list[dict]:
     """`deletion_test` for several prototypes of one clip at the cost of one. Which cells the
     random arm hides depends only on the map shape and the generator, not on the prototype, so
     one set of `repeats` randomly occluded clips serves every prototype (their s_k are all read
-    from the same forward); only the top-cell occlusion is one clip per prototype."""
+    from the same forward); only the top-cell occlusion is one clip per prototype. `clean`:
+    the model's output on the clean clip when the caller has it already."""
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
-    clean = _forward(model, video[None])
+    clean = clean if clean is not None else _forward(model, video[None])
     maps = clean.occurrence_maps[0].float().cpu()                                    # (P, T', H', W')
     shape = tuple(maps.shape[1:])
     count = max(1, int(round(fraction * shape[1] * shape[2])))
@@ -149,12 +151,12 @@ def deletion_table(model: nn.Module, videos: Tensor, prototypes=None, *, top_bet
     clip and prototype is tested against the same random draws."""
     rows = []
     for clip_index, video in enumerate(videos):
-        chosen = prototypes
-        if chosen is None:
-            weights = _forward(model, video[None]).weights[0].float().cpu().numpy()     # (P,)
-            chosen = np.argsort(-weights, kind="stable")[:top_beta]
+        chosen, clean = prototypes, None
+        if chosen is None:  # the clean forward that ranks β is also the test's clean reference
+            clean = _forward(model, video[None])
+            chosen = np.argsort(-clean.weights[0].float().cpu().numpy(), kind="stable")[:top_beta]
         chosen = [int(k) for k in chosen]
-        for prototype, result in zip(chosen, _deletion_rows(model, video, chosen, **options)):
+        for prototype, result in zip(chosen, _deletion_rows(model, video, chosen, clean=clean, **options)):
             ratio = result["drop_top"] / result["drop_random"] if result["drop_random"] else math.nan
             rows.append({"clip": clip_index, "prototype": prototype, **result, "ratio": ratio})
     return pd.DataFrame(rows)

@@ -108,20 +108,29 @@ def lv_area_fraction(run, videos: int | None = None) -> float:
     return float(np.mean(areas))
 
 
+def _deletion_on_traced_clips(run, videos: int, fractions, *, every_prototype: bool, **options) -> pd.DataFrame:
+    """`faithfulness.deletion_table` on the first `videos` TEST clips (`traced_clips`) of `run`,
+    once per share of cells hidden in `fractions`, of every prototype or of each clip's
+    top-`SHOWN_PROTOTYPES` by β; columns fraction and filename added."""
+    model, _, test = _test_set(run)
+    names, clips = traced_clips(test, videos)
+    prototypes = range(model.num_prototypes) if every_prototype else None
+    parts = []
+    for fraction in fractions:
+        table = faithfulness.deletion_table(model, clips, prototypes, top_beta=SHOWN_PROTOTYPES, fraction=fraction,
+                                            **options)
+        parts.append(table.assign(fraction=fraction, filename=[names[i] for i in table["clip"]]))
+    return pd.concat(parts, ignore_index=True)
+
+
 def deletion_results(runs: dict, videos: int, fractions=(faithfulness.DELETION_FRACTION,), **options) -> pd.DataFrame:
     """`faithfulness.deletion_table` of every prototype on the first `videos` TEST clips
     (`traced_clips`) of each ``{arm: run}``, once per share of cells hidden in `fractions`;
-    columns arm, fraction and filename added. Notebook 07's claim hides the LV's own share
-    (`lv_area_fraction`) and shows the default quarter beside it: at 8 × 8 a quarter of the
+    columns arm, fraction and filename added. Notebook 07's figure hides the LV's own share
+    (`lv_area_fraction`) and the default quarter beside it: at 8 × 8 a quarter of the
     cells is about twice the LV, so random quarters hit the LV too (docs/method.md §6)."""
-    parts = []
-    for arm, run in runs.items():
-        model, _, test = _test_set(run)
-        names, clips = traced_clips(test, videos)
-        for fraction in fractions:
-            table = faithfulness.deletion_table(model, clips, range(model.num_prototypes), fraction=fraction, **options)
-            parts.append(table.assign(arm=arm, fraction=fraction, filename=[names[i] for i in table["clip"]]))
-    return pd.concat(parts, ignore_index=True)
+    return pd.concat([_deletion_on_traced_clips(run, videos, fractions, every_prototype=True, **options).assign(arm=arm)
+                      for arm, run in runs.items()], ignore_index=True)
 
 
 def shown_deletion_results(arm_runs: dict, videos: int, fraction: float, **options) -> pd.DataFrame:
@@ -131,14 +140,9 @@ def shown_deletion_results(arm_runs: dict, videos: int, fraction: float, **optio
     filename added. The deletion claims are decided over seeds and clips from this table
     (a two-stage bootstrap, like the IoU claims): one seed's clips say nothing about how a
     verdict varies with training."""
-    parts = []
-    for (weight, seed), run in arm_runs.items():
-        model, _, test = _test_set(run)
-        names, clips = traced_clips(test, videos)
-        table = faithfulness.deletion_table(model, clips, top_beta=SHOWN_PROTOTYPES, fraction=fraction, **options)
-        parts.append(table.assign(arm=arm_name(weight), weight=weight, seed=seed, fraction=fraction,
-                                  filename=[names[i] for i in table["clip"]]))
-    return pd.concat(parts, ignore_index=True)
+    return pd.concat([_deletion_on_traced_clips(run, videos, (fraction,), every_prototype=False, **options)
+                      .assign(arm=arm_name(weight), weight=weight, seed=seed)
+                      for (weight, seed), run in arm_runs.items()], ignore_index=True)
 
 
 def randomization_results(protoefnet_run, blackbox_run, layer: str, videos: int) -> pd.DataFrame:
