@@ -82,15 +82,16 @@ def test_refit_head_takes_adams_first_step_on_the_beta_terms_worked_out_here(two
     by_hand.backward()
     assert (theta.grad.abs() > 1e-3).all()  # a step in each component, so the sign is defined
     loss = ProtoEFLoss(mse=1.0, soft_label=10.0, reverse_soft_label=10.0, soft_label_sigma=3.0)
-    result = calibration.refit_head(two_prototypes, loader, loss, None, epochs=1, lr=0.01, batch_size=2, seed=0)
+    predictions = calibration.push_set_predictions(two_prototypes, loader, None)
+    result = calibration.refit_head(two_prototypes, predictions, loss, epochs=1, lr=0.01, batch_size=2, seed=0)
     assert result["epochs"] == 1 and result["videos"] == 2
     assert result["loss_first_epoch"] == pytest.approx(by_hand.item(), rel=1e-5)
     np.testing.assert_allclose(two_prototypes.theta.detach().numpy(), (1 - 0.01 * theta.grad.sign()).numpy(), atol=1e-6)
     assert two_prototypes.theta.grad is None
 
 
-def test_refit_head_refuses_random_clips(two_prototypes):
+def test_the_push_set_predictions_refuse_random_clips(two_prototypes):
     loader = _Loader([])
     loader.dataset = type("Dataset", (), {"clips": "random"})()
     with pytest.raises(ValueError, match="one fixed clip per video"):
-        calibration.refit_head(two_prototypes, loader, None, None, epochs=1, lr=0.01, batch_size=2, seed=0)
+        calibration.push_set_predictions(two_prototypes, loader, None)

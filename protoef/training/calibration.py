@@ -21,9 +21,11 @@ pushed prototypes are other vectors than the learned ones, so the head learned f
 no longer matches them (on the demo's VAL, the push cost up to 0.13 β mass within ±10 EF
 and 0.3 MAE). Everything but θ is frozen and in eval mode, and the TRAIN clips are the
 push set's deterministic ones, so every clip's similarities are the same in every epoch:
-they are computed once and θ is fitted on them, which is the epochs over the clips without
-their forward passes. The loss is the run's own θ-dependent terms (`ProtoEFLoss.head_terms`:
-the MSE and, in the remedies, the two soft-label divergences that make β local).
+they are computed once (`push_set_predictions`) and θ is fitted on them, which is the epochs
+over the clips without their forward passes. The same pass gives the run's TRAIN similarity
+reference (`lifecycle.finish`), since θ does not enter the similarities. The loss is the
+run's own θ-dependent terms (`ProtoEFLoss.head_terms`: the MSE and, in the remedies, the two
+soft-label divergences that make β local).
 """
 from __future__ import annotations
 
@@ -36,7 +38,8 @@ from ..metrics import regression_metrics, sparsity
 from ..model import ProtoEFNet
 from .loops import predict
 
-__all__ = ["SHARPENING_FACTORS", "factors_up_to", "sharpening_table", "choose_factor", "sharpen_on_val", "refit_head"]
+__all__ = ["SHARPENING_FACTORS", "factors_up_to", "sharpening_table", "choose_factor", "sharpen_on_val", "push_set_predictions",
+           "refit_head"]
 
 SHARPENING_FACTORS = (1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0)
 
@@ -91,18 +94,24 @@ def sharpen_on_val(model: ProtoEFNet, val_loader, context, *, largest: float, to
     return {"factor": factor, "tolerance": float(tolerance), "grid": rows}
 
 
-def refit_head(model: ProtoEFNet, loader, loss: ProtoEFLoss, context, *, epochs: int, lr: float, batch_size: int,
-               seed: int) -> dict:
-    """Fit θ alone for `epochs` epochs on the clips of `loader` (the push set: TRAIN, one
-    deterministic clip per video), minimising `loss.head_terms` by Adam at `lr` in shuffled
-    batches of `batch_size` (permutations from a generator seeded `seed`), from θ as it is.
-    The model's similarities are computed once, in eval mode (see the module docstring).
-    Returns ``{"epochs", "videos", "loss_first_epoch", "loss_last_epoch"}`` (mean loss per
-    video over each epoch's steps) for metrics.json."""
+def push_set_predictions(model: ProtoEFNet, loader, context) -> dict:
+    """`loops.predict` on the push set after the push: per TRAIN video (one deterministic
+    clip each) its similarities (N, P) to the final prototypes and its true EF, what
+    `refit_head` fits θ on and what the run's TRAIN similarity reference is read from."""
     if loader.dataset.clips != "deterministic":
-        raise ValueError(f"refitting the head needs one fixed clip per video (clips='deterministic'), got "
-                         f"clips={loader.dataset.clips!r}: with random clips the similarities change every epoch")
-    predictions = predict(model, loader, context, desc="refit head")
+        raise ValueError(f"the head refit and the TRAIN similarity reference need one fixed clip per video "
+                         f"(clips='deterministic'), got clips={loader.dataset.clips!r}: with random clips the "
+                         f"similarities change every epoch")
+    return predict(model, loader, context, desc="TRAIN similarities")
+
+
+def refit_head(model: ProtoEFNet, predictions: dict, loss: ProtoEFLoss, *, epochs: int, lr: float, batch_size: int,
+               seed: int) -> dict:
+    """Fit θ alone for `epochs` epochs on `predictions` (`push_set_predictions` of the model as
+    it is: TRAIN, one deterministic clip per video), minimising `loss.head_terms` by Adam at
+    `lr` in shuffled batches of `batch_size` (permutations from a generator seeded `seed`),
+    from θ as it is. Returns ``{"epochs", "videos", "loss_first_epoch", "loss_last_epoch"}``
+    (mean loss per video over each epoch's steps) for metrics.json."""
     theta = model.theta
     similarities = torch.as_tensor(np.asarray(predictions["similarities"]), dtype=theta.dtype, device=theta.device)  # (N, P)
     targets = torch.as_tensor(np.asarray(predictions["ef"]), dtype=theta.dtype, device=theta.device)                # (N,)

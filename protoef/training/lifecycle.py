@@ -38,9 +38,9 @@ from ..model import ProtoEFNet, unwrap
 from . import runs
 from .build import (RunContext, build_loss, build_model, build_optimizer, data_root, make_loader,
                     training_datasets)
-from .calibration import refit_head, sharpen_on_val
+from .calibration import push_set_predictions, refit_head, sharpen_on_val
 from .loops import EPOCH_DIAGNOSTICS, evaluate, train_epoch
-from .push import PushResult, clip_max_similarities, push_prototypes, similarity_reference
+from .push import PushResult, push_prototypes, similarity_reference
 from .warmstart import CORPUS_SEED, WARM_START, save_backbone_weights, warm_start_config, warm_start_dir
 
 __all__ = ["fit", "finish", "ensure_warm_start"]
@@ -321,14 +321,19 @@ def finish(model, config: Config, sets: dict, context: RunContext, out, *, initi
                            "shared": int(result.table["shared"].sum()),
                            "distinct_sources": int(result.table["source_filename"].nunique()),
                            "mean_similarity": float(result.table["similarity"].mean())}
+        # One pass over the push set with the final prototypes: the head refit and the TRAIN
+        # similarity reference (what predict flags a video below) read the same similarities,
+        # which θ does not enter.
+        train = push_set_predictions(model, make_loader(sets["push"], config), context)
+        train_similarity = similarity_reference(np.asarray(train["similarities"]).max(axis=1))
+        lap("train_similarity")
         if config.optim.head_epochs_after_push:
             # θ refitted to the pushed prototypes, from the trained head (not the sharpened
             # one), then sharpened again on VAL: the head after the push is another head.
             with torch.no_grad():
                 model.theta.copy_(trained_theta)
             metrics["head_refit"] = refit_head(
-                model, make_loader(sets["push"], config), build_loss(config), context,
-                epochs=config.optim.head_epochs_after_push, lr=config.optim.lr_head,
+                model, train, build_loss(config), epochs=config.optim.head_epochs_after_push, lr=config.optim.lr_head,
                 batch_size=config.data.batch_size, seed=config.seed + 10_000)
             lap("head_epochs")
             if sharpening:
@@ -340,10 +345,7 @@ def finish(model, config: Config, sets: dict, context: RunContext, out, *, initi
         lap("val_post_push")
         metrics["test"]["post_push"], predictions = evaluate(model, test_loader, context, desc="test", delta=delta)
         lap("test_post_push")
-        # What TRAIN clips reach with the final prototypes: predict flags a video below it.
-        metrics["train_similarity"] = similarity_reference(clip_max_similarities(
-            model, make_loader(sets["push"], config), device=context.device, autocast=context.autocast))
-        lap("train_similarity")
+        metrics["train_similarity"] = train_similarity
         _save_prototypes(out, result)
     # The yardstick every MAE is read against: always predicting the training-mean EF.
     train_mean = float(np.mean(sets["train"].efs))

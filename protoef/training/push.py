@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from ..model import ProtoEFNet, eval_mode
 
-__all__ = ["PushResult", "push_prototypes", "clip_max_similarities", "similarity_reference"]
+__all__ = ["PushResult", "push_prototypes", "similarity_reference"]
 log = logging.getLogger(__name__)
 
 
@@ -117,22 +117,6 @@ SIMILARITY_QUANTILE = 0.05
 
 
 @torch.no_grad()
-def clip_max_similarities(model: ProtoEFNet, loader, *, device=None, autocast=None) -> np.ndarray:
-    """Per clip of `loader`, its similarity to the most similar prototype (max over P).
-
-    Run with the final prototypes (after the push), this is what a prediction's
-    ``max_similarity`` is compared with. The push pass cannot give it: the push sees the
-    prototypes before they move. Eval mode, no gradient: no training number changes."""
-    device = device or next(model.parameters()).device
-    best = []
-    with eval_mode(model):
-        for batch in tqdm(loader, desc="similarity reference", leave=False, dynamic_ncols=True):
-            with autocast() if autocast else torch.autocast(device.type, enabled=False):
-                output = model(batch["video"].to(device))
-            best.append(output.similarities.double().amax(dim=1).cpu().numpy())
-    return np.concatenate(best) if best else np.zeros(0)
-
-
 def similarity_reference(maxima: np.ndarray) -> dict:
     """metrics.json ``train_similarity``: the minimum and the low quantile of the TRAIN
     clips' best similarities, and how many clips they are over."""
