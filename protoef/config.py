@@ -178,6 +178,11 @@ class OptimConfig:
     beta_sharpening_tolerance: float = knob(0.1, at_least(0.0, "EF points of VAL MAE"))
     # per epoch, batches on which each loss term's gradient norm is measured
     diagnostic_batches: int = knob(2, at_least(0, "0: no gradient diagnostics"))
+    # An exponential moving average of the weights (0: off, every profile; screened on VAL,
+    # docs/method.md §7): after every optimiser step ema ← d·ema + (1 − d)·weights, BatchNorm
+    # statistics included (torch.optim.swa_utils.AveragedModel). The average, not the last
+    # weights, is validated after each epoch and kept as the best checkpoint.
+    ema_decay: float = knob(0.0, Range(lambda value: 0.0 <= value < 1.0, "a decay in [0, 1); 0: off"))
 
 
 @dataclass

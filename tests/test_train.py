@@ -18,8 +18,9 @@ import torch
 from protoef.__main__ import main as cli
 from protoef.config import resolve
 from protoef.data import EchoNet, read_file_list
-from protoef.training.build import data_root, load_run
+from protoef.training.build import data_root, evaluation_dataset, load_run, make_loader
 from protoef.training.lifecycle import fit
+from protoef.training.loops import evaluate
 from protoef.training.runs import CheckpointError, RunDir, load_checkpoint
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -164,6 +165,20 @@ def _metrics(out) -> dict:
     return json.loads((pathlib.Path(out) / "metrics.json").read_text())
 
 
+def _fit_killed_after_first_epoch(config_overrides: dict, out: pathlib.Path) -> None:
+    """`fit` of the smoke profile (with `config_overrides`) in a subprocess, killed once its
+    first epoch is checkpointed (during epoch 2)."""
+    script = (f"from protoef.config import resolve; from protoef.training.lifecycle import fit; "
+              f"fit(resolve('smoke', {config_overrides!r}), {str(out)!r})")
+    process = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (out / "checkpoints" / "last.pt").exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    process.kill()
+    process.wait()
+    assert load_checkpoint(out / "checkpoints" / "last.pt")["epoch"] == 0 and not (out / "metrics.json").exists()
+
+
 @pytest.mark.slow
 def test_same_seed_same_result_and_resume_after_kill_equals_uninterrupted(finished_run, cache, tmp_path):
     again = tmp_path / "again"
@@ -171,16 +186,7 @@ def test_same_seed_same_result_and_resume_after_kill_equals_uninterrupted(finish
     assert _metrics(again) == _metrics(finished_run)
     # Kill a training subprocess once its first epoch is checkpointed, then resume.
     killed = tmp_path / "killed"
-    script = (f"from protoef.config import resolve; from protoef.training.lifecycle import fit; "
-              f"fit(resolve('smoke', {{'data.cache_dir': {str(cache)!r}}}), {str(killed)!r})")
-    process = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while not (killed / "checkpoints" / "last.pt").exists() and process.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    process.kill()
-    process.wait()
-    assert (killed / "checkpoints" / "last.pt").exists() and not (killed / "metrics.json").exists()
-    assert load_checkpoint(killed / "checkpoints" / "last.pt")["epoch"] == 0  # killed during epoch 2
+    _fit_killed_after_first_epoch({"data.cache_dir": str(cache)}, killed)
     with pytest.raises(FileExistsError, match="resume"):
         fit(smoke(cache), killed)
     fit(smoke(cache), killed, resume=True)
@@ -188,6 +194,37 @@ def test_same_seed_same_result_and_resume_after_kill_equals_uninterrupted(finish
     timing = ["seconds_train", "seconds_val", "seconds_diagnostics"]  # wall clock, the one thing allowed to differ
     resumed, uninterrupted = (pd.read_csv(run / "history.csv") for run in (killed, finished_run))
     assert resumed.drop(columns=timing).equals(uninterrupted.drop(columns=timing))
+
+
+@pytest.mark.slow
+def test_the_weight_average_is_what_is_validated_kept_and_resumed(cache, tmp_path):
+    overrides = {"data.cache_dir": str(cache), "optim.ema_decay": 0.5}
+    config = resolve("smoke", overrides)
+    out = tmp_path / "average"
+    fit(config, out)
+    last, best = (load_checkpoint(out / "checkpoints" / f"{name}.pt") for name in ("last", "best"))
+    # One update per optimiser step: Adam's own step count says how many there were.
+    steps = max(int(state["step"]) for state in last["optimizer"]["state"].values())
+    assert steps > 1 and int(last["average"]["n_averaged"]) == steps
+    averaged = {key.removeprefix("module."): value for key, value in last["average"].items() if key.startswith("module.")}
+    assert averaged.keys() == last["model"].keys()
+    # The frozen stem is never stepped, so its average is itself; trained weights differ from theirs.
+    stem = [key for key in averaged if key.startswith("backbone.stem.") and key.endswith("weight")]
+    assert stem and all(torch.equal(averaged[key], last["model"][key]) for key in stem)
+    assert not torch.equal(averaged["prototypes"], last["model"]["prototypes"])
+    # The best checkpoint holds the average of its epoch, and that is what VAL measured.
+    model, _, _ = load_run(out)
+    model.load_state_dict(best["model"])
+    val_mae = evaluate(model, make_loader(evaluation_dataset(config, "VAL"), config))[0]["mae"]
+    history = pd.read_csv(out / "history.csv")
+    assert val_mae == pytest.approx(history.loc[best["epoch"], "val_mae"], rel=1e-6)
+    if best["epoch"] == last["epoch"]:
+        assert all(torch.equal(best["model"][key], averaged[key]) for key in averaged)
+    # Killed after epoch 1 and resumed: the average is restored with the weights.
+    killed = tmp_path / "killed"
+    _fit_killed_after_first_epoch(overrides, killed)
+    fit(config, killed, resume=True)
+    assert _metrics(killed) == _metrics(out)
 
 
 def test_predict_cli_on_a_synthetic_avi(finished_run, cache, tmp_path):

@@ -61,6 +61,8 @@ class _Run:
     best: float = -math.inf
     history: list = dataclasses.field(default_factory=list)
     start_epoch: int = 0
+    # `optim.ema_decay` > 0: the weight average (validated and checkpointed as "best"), else None
+    average: torch.optim.swa_utils.AveragedModel | None = None
 
     @property
     def delta(self) -> float | None:  # the label window of the diagnostics; None for the black box
@@ -160,14 +162,26 @@ def _start(config: Config, out: runs.RunDir, *, resume: bool) -> _Run:
     # PAS's quantity before any training (the init is seeded, so a resumed run recomputes it).
     initial = {"far_pair_angle": far_pair_angle_degrees(model.prototypes, model.prototype_labels, config.loss.delta),
                "label_range": list(label_range)} if isinstance(model, ProtoEFNet) else {}
-    run = _Run(config, out, context, sets, model, optimizer, scheduler, initial, seconds)
+    run = _Run(config, out, context, sets, model, optimizer, scheduler, initial, seconds,
+               average=_weight_average(model, config.optim.ema_decay))
     if state is not None:
         model.load_state_dict(state["model"])
+        if run.average is not None:
+            run.average.load_state_dict(state["average"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         run.best, run.history, run.start_epoch = state["best_val_r2"], state["history"], state["epoch"] + 1
         print(f"[train] resuming {out} after epoch {state['epoch'] + 1}/{config.optim.epochs}")
     return run
+
+
+def _weight_average(model: torch.nn.Module, decay: float) -> torch.optim.swa_utils.AveragedModel | None:
+    """The exponential moving average of `model`'s weights and BatchNorm statistics
+    (`optim.ema_decay`; None when 0). Its first update copies the weights."""
+    if not decay:
+        return None
+    return torch.optim.swa_utils.AveragedModel(
+        model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
 def _resumed_config(out: runs.RunDir, requested: Config, *, checkpoint: str | None = None) -> Config:
@@ -238,12 +252,14 @@ def _train(run: _Run) -> None:
         started = time.perf_counter()
         losses = train_epoch(trained, make_loader(sets["train"], config, shuffle_seed=seed, sampler=sampler), loss_fn,
                              run.optimizer, context, desc=f"epoch {epoch + 1}/{config.optim.epochs}",
-                             diagnostic_batches=config.optim.diagnostic_batches)
+                             diagnostic_batches=config.optim.diagnostic_batches,
+                             after_step=None if run.average is None else lambda: run.average.update_parameters(run.model))
         if not context.main:
             dist.barrier()
             continue
         trained_at = time.perf_counter()
-        val_metrics, _ = evaluate(run.model, val_loader, context, desc="validate", delta=run.delta)
+        validated = run.model if run.average is None else run.average.module  # what "best" keeps
+        val_metrics, _ = evaluate(validated, val_loader, context, desc="validate", delta=run.delta)
         seconds = {"seconds_train": trained_at - started, "seconds_val": time.perf_counter() - trained_at,
                    "seconds_diagnostics": losses.pop("seconds_diagnostics", 0.0)}  # part of seconds_train
         run.scheduler.step(val_metrics["r2"] if np.isfinite(val_metrics["r2"]) else -math.inf)
@@ -261,8 +277,11 @@ def _train(run: _Run) -> None:
         checkpoint = {"model": unwrap(run.model).state_dict(), "optimizer": run.optimizer.state_dict(),
                       "scheduler": run.scheduler.state_dict(), "epoch": epoch, "best_val_r2": run.best,
                       "history": run.history, "config": config.to_dict(), "kind": config.model.kind}
+        if run.average is not None:  # last.pt resumes both; best.pt holds the validated average
+            checkpoint["average"] = run.average.state_dict()
         if improved:
-            run.out.save_checkpoint("best", checkpoint)
+            run.out.save_checkpoint("best", checkpoint if run.average is None
+                                    else checkpoint | {"model": run.average.module.state_dict()})
         run.out.write_history(pd.DataFrame(run.history))
         run.out.save_checkpoint("last", checkpoint)  # last: it marks the epoch as complete
         if context.distributed:

@@ -28,14 +28,15 @@ EPOCH_DIAGNOSTICS = ("similarity_gap", "top1_beta", "beta_entropy", "sparsity", 
 
 
 def train_epoch(model, loader, loss_fn: WeightedLoss, optimizer, context: RunContext, *, desc: str,
-                diagnostic_batches: int = 0) -> dict[str, float]:
+                diagnostic_batches: int = 0, after_step=None) -> dict[str, float]:
     """One pass over `loader`; returns the sample-weighted mean of every logged term.
 
     `loss_fn` follows the `protoef.losses.WeightedLoss` protocol (`build.build_loss` picks
     it), so this loop is the same for every model. On the first `diagnostic_batches` batches
     of a ``diagnosable`` loss, each weighted term's gradient norm on the prototypes and on
     the shared backbone features is measured too (`diagnostics.loss_gradient_norms`;
-    averaged over those batches as ``grad_*``).
+    averaged over those batches as ``grad_*``). `after_step`, if given, is called after every
+    optimiser step (the run's weight average).
     """
     model.train()
     core = unwrap(model)
@@ -68,6 +69,8 @@ def train_epoch(model, loader, loss_fn: WeightedLoss, optimizer, context: RunCon
         optimizer.zero_grad(set_to_none=True)
         total.backward()
         optimizer.step()
+        if after_step is not None:
+            after_step()
         if diagnose:
             seconds_diagnosed += time.perf_counter() - batch_started
         size = len(target)

@@ -116,7 +116,6 @@ def _winner(batch, output, i: int, j: int, starts) -> dict:
 SIMILARITY_QUANTILE = 0.05
 
 
-@torch.no_grad()
 def similarity_reference(maxima: np.ndarray) -> dict:
     """metrics.json ``train_similarity``: the minimum and the low quantile of the TRAIN
     clips' best similarities, and how many clips they are over."""
