@@ -344,7 +344,7 @@ def finish(model, config: Config, sets: dict, context: RunContext, out, *, initi
         # similarity reference (what predict flags a video below) read the same similarities,
         # which θ does not enter.
         train = push_set_predictions(model, make_loader(sets["push"], config), context)
-        train_similarity = similarity_reference(np.asarray(train["similarities"]).max(axis=1))
+        metrics["train_similarity"] = similarity_reference(np.asarray(train["similarities"]).max(axis=1))
         lap("train_similarity")
         if config.optim.head_epochs_after_push:
             # θ refitted to the pushed prototypes, from the trained head (not the sharpened
@@ -364,7 +364,6 @@ def finish(model, config: Config, sets: dict, context: RunContext, out, *, initi
         lap("val_post_push")
         metrics["test"]["post_push"], predictions = evaluate(model, test_loader, context, desc="test", delta=delta)
         lap("test_post_push")
-        metrics["train_similarity"] = train_similarity
         _save_prototypes(out, result)
     # The yardstick every MAE is read against: always predicting the training-mean EF.
     train_mean = float(np.mean(sets["train"].efs))
