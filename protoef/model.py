@@ -311,14 +311,21 @@ class ProtoEFNet(_FrozenStagesInEval):
         ef = (weights * self.prototype_labels).sum(dim=1)                     # (N,)
         return ef, weights
 
-    def forward(self, video: Tensor, *, return_features: bool = False) -> ProtoEFOutput:
-        features, occurrence_maps, _ = self.encode(video)
+    def compare(self, features: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Pooled features (N, P, D) -> similarities (N, P), ef (N,), β (N, P): the part of
+        `forward` after `encode`, the only part the push (prototypes, labels) and the head's
+        θ enter. `training.loops.EncodedSet` replays it on features kept from one pass."""
         # Under autocast the einsum yields bf16/fp16; compare with the prototypes at their precision.
         features = features.to(self.prototypes.dtype)                             # (N, P, D)
         similarities = cosine_similarity(features, self.prototypes.unsqueeze(0))  # (N, P)
         ef, weights = self.head(similarities)
+        return similarities, ef, weights
+
+    def forward(self, video: Tensor, *, return_features: bool = False) -> ProtoEFOutput:
+        features, occurrence_maps, _ = self.encode(video)
+        similarities, ef, weights = self.compare(features)
         return ProtoEFOutput(ef, similarities, occurrence_maps, weights,
-                             features if return_features else None)
+                             features.to(self.prototypes.dtype) if return_features else None)
 
     @torch.no_grad()
     def set_prototypes(self, prototypes: Tensor, labels: Tensor | None = None) -> None:

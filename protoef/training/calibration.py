@@ -36,7 +36,7 @@ from ..diagnostics import beta_locality
 from ..losses import ProtoEFLoss
 from ..metrics import regression_metrics, sparsity
 from ..model import ProtoEFNet
-from .loops import predict
+from .loops import clip_mode, predict
 
 __all__ = ["SHARPENING_FACTORS", "factors_up_to", "sharpening_table", "choose_factor", "sharpen_on_val", "push_set_predictions",
            "refit_head"]
@@ -81,28 +81,30 @@ def choose_factor(rows: list[dict], tolerance: float) -> float:
     return max(allowed, key=lambda row: (row["beta_mass_within_10"], -row["factor"]))["factor"]
 
 
-def sharpen_on_val(model: ProtoEFNet, val_loader, context, *, largest: float, tolerance: float) -> dict:
+def sharpen_on_val(model: ProtoEFNet, val_data, context, *, largest: float, tolerance: float) -> dict:
     """Choose f on VAL (`choose_factor` over `factors_up_to(largest)`), multiply θ by it in
-    place; returns ``{"factor": f, "tolerance": ..., "grid": rows}`` for metrics.json."""
-    if val_loader.dataset.clips != "deterministic":
+    place; returns ``{"factor": f, "tolerance": ..., "grid": rows}`` for metrics.json.
+    `val_data`: the VAL loader or its `loops.EncodedSet`."""
+    if clip_mode(val_data) != "deterministic":
         raise ValueError(f"β sharpening needs one clip per VAL video (clips='deterministic'), got "
-                         f"clips={val_loader.dataset.clips!r}")
-    rows = sharpening_table(model, predict(model, val_loader, context, desc="sharpen β"), factors_up_to(largest))
+                         f"clips={clip_mode(val_data)!r}")
+    rows = sharpening_table(model, predict(model, val_data, context, desc="sharpen β"), factors_up_to(largest))
     factor = choose_factor(rows, tolerance)
     with torch.no_grad():
         model.theta.mul_(factor)
     return {"factor": factor, "tolerance": float(tolerance), "grid": rows}
 
 
-def push_set_predictions(model: ProtoEFNet, loader, context) -> dict:
+def push_set_predictions(model: ProtoEFNet, push_data, context) -> dict:
     """`loops.predict` on the push set after the push: per TRAIN video (one deterministic
     clip each) its similarities (N, P) to the final prototypes and its true EF, what
-    `refit_head` fits θ on and what the run's TRAIN similarity reference is read from."""
-    if loader.dataset.clips != "deterministic":
+    `refit_head` fits θ on and what the run's TRAIN similarity reference is read from.
+    `push_data`: the push loader or the `loops.EncodedSet` the push kept of it."""
+    if clip_mode(push_data) != "deterministic":
         raise ValueError(f"the head refit and the TRAIN similarity reference need one fixed clip per video "
-                         f"(clips='deterministic'), got clips={loader.dataset.clips!r}: with random clips the "
+                         f"(clips='deterministic'), got clips={clip_mode(push_data)!r}: with random clips the "
                          f"similarities change every epoch")
-    return predict(model, loader, context, desc="TRAIN similarities")
+    return predict(model, push_data, context, desc="TRAIN similarities")
 
 
 def refit_head(model: ProtoEFNet, predictions: dict, loss: ProtoEFLoss, *, epochs: int, lr: float, batch_size: int,

@@ -6,7 +6,8 @@
 
 Read `fit` top to bottom: `_start` (config, data, model, optimiser; a resume picks up the
 stored state), `_train` (the epochs, a checkpoint after each), `finish` (the best epoch,
-the β sharpening (when on), its metrics before the push, the push, the head refit and its
+one pass over VAL and TEST kept as pooled features (`loops.EncodedSet`), the β sharpening
+(when on), its metrics before the push, the push, the head refit and its
 own sharpening (when on), the metrics after, every result file; ``metrics.json`` last). The
 run directory's layout is `protoef.training.runs`'.
 
@@ -39,7 +40,7 @@ from . import runs
 from .build import (RunContext, build_loss, build_model, build_optimizer, data_root, make_loader,
                     training_datasets)
 from .calibration import push_set_predictions, refit_head, sharpen_on_val
-from .loops import EPOCH_DIAGNOSTICS, evaluate, train_epoch
+from .loops import EPOCH_DIAGNOSTICS, encode_set, evaluate, train_epoch
 from .push import PushResult, push_prototypes, similarity_reference
 from .warmstart import CORPUS_SEED, WARM_START, save_backbone_weights, warm_start_config, warm_start_dir
 
@@ -322,28 +323,38 @@ def finish(model, config: Config, sets: dict, context: RunContext, out, *, initi
     sharpening = isinstance(model, ProtoEFNet) and config.optim.beta_sharpening_max > 1
     trained_theta = model.theta.detach().clone() if isinstance(model, ProtoEFNet) else None
     lap("load_best")
+    val_data, test_data = val_loader, test_loader
+    if isinstance(model, ProtoEFNet):
+        # From here on only the prototypes and θ change, and neither enters the pooled
+        # features: one pass per split, every evaluation below replays the head on it
+        # (bit-identical to new passes; `loops.EncodedSet`).
+        val_data = encode_set(model, val_loader, context, desc="VAL features")
+        lap("val_features")
+        test_data = encode_set(model, test_loader, context, desc="TEST features")
+        lap("test_features")
     if sharpening:
         # Before the metrics before the push, so that they are the sharpened head's.
-        metrics["beta_sharpening"] = sharpen_on_val(model, val_loader, context, largest=config.optim.beta_sharpening_max,
+        metrics["beta_sharpening"] = sharpen_on_val(model, val_data, context, largest=config.optim.beta_sharpening_max,
                                                     tolerance=config.optim.beta_sharpening_tolerance)
         lap("beta_sharpening")
-    metrics["val"][stage], _ = evaluate(model, val_loader, context, desc="validate", delta=delta)
+    metrics["val"][stage], _ = evaluate(model, val_data, context, desc="validate", delta=delta)
     lap(f"val_{stage}")
-    metrics["test"][stage], predictions = evaluate(model, test_loader, context, desc="test", delta=delta)
+    metrics["test"][stage], predictions = evaluate(model, test_data, context, desc="test", delta=delta)
     lap(f"test_{stage}")
     if stage == "pre_push":
         result = push_prototypes(model, make_loader(sets["push"], config), delta=config.loss.delta,
-                                 device=context.device, autocast=context.autocast, unique=config.optim.push_unique)
+                                 device=context.device, autocast=context.autocast, unique=config.optim.push_unique,
+                                 keep_features=True)
         lap("push")
         model.set_prototypes(result.prototypes.to(context.device), result.labels.to(context.device))
         metrics["push"] = {"fallbacks": int(result.table["fallback"].sum()),
                            "shared": int(result.table["shared"].sum()),
                            "distinct_sources": int(result.table["source_filename"].nunique()),
                            "mean_similarity": float(result.table["similarity"].mean())}
-        # One pass over the push set with the final prototypes: the head refit and the TRAIN
-        # similarity reference (what predict flags a video below) read the same similarities,
-        # which θ does not enter.
-        train = push_set_predictions(model, make_loader(sets["push"], config), context)
+        # The push set's similarities to the final prototypes, from the push's own pass: the
+        # head refit and the TRAIN similarity reference (what predict flags a video below)
+        # read the same similarities, which θ does not enter.
+        train = push_set_predictions(model, result.encoded, context)
         metrics["train_similarity"] = similarity_reference(np.asarray(train["similarities"]).max(axis=1))
         lap("train_similarity")
         if config.optim.head_epochs_after_push:
@@ -357,12 +368,12 @@ def finish(model, config: Config, sets: dict, context: RunContext, out, *, initi
             lap("head_epochs")
             if sharpening:
                 metrics["beta_sharpening_post_push"] = sharpen_on_val(
-                    model, val_loader, context, largest=config.optim.beta_sharpening_max,
+                    model, val_data, context, largest=config.optim.beta_sharpening_max,
                     tolerance=config.optim.beta_sharpening_tolerance)
                 lap("beta_sharpening_post_push")
-        metrics["val"]["post_push"], _ = evaluate(model, val_loader, context, desc="validate", delta=delta)
+        metrics["val"]["post_push"], _ = evaluate(model, val_data, context, desc="validate", delta=delta)
         lap("val_post_push")
-        metrics["test"]["post_push"], predictions = evaluate(model, test_loader, context, desc="test", delta=delta)
+        metrics["test"]["post_push"], predictions = evaluate(model, test_data, context, desc="test", delta=delta)
         lap("test_post_push")
         _save_prototypes(out, result)
     # The yardstick every MAE is read against: always predicting the training-mean EF.

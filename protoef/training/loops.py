@@ -6,6 +6,7 @@ These take a built model, loader and `build.RunContext`; building them from a co
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -19,12 +20,23 @@ from ..metrics import diversity, regression_metrics, sparsity
 from ..model import unwrap
 from .build import RunContext
 
-__all__ = ["train_epoch", "predict", "evaluate", "EPOCH_DIAGNOSTICS"]
+__all__ = ["train_epoch", "predict", "evaluate", "EncodedSet", "encode_set", "clip_counts", "clip_mode", "progress", "EPOCH_DIAGNOSTICS"]
 
 # Interpretability diagnostics logged per epoch on VAL (cheap: they reuse the validation pass).
 EPOCH_DIAGNOSTICS = ("similarity_gap", "top1_beta", "beta_entropy", "sparsity", "top1_label_median_error",
                      "top1_label_within_10", "far_pair_angle", "beta_mass_within_10", "beta_label_spread",
                      "beta_spread_calibration", "top3_beta")
+
+
+def progress(loader, *, desc: str, enabled: bool = True):
+    """A progress bar over `loader`'s batches that starts one iterator of it, not two.
+
+    tqdm.auto's bar calls ``iter()`` on what it wraps when it is built, and its loop calls it
+    again: for a DataLoader with worker processes that is a second worker pool, which
+    prefetches 2 batches per worker that nobody reads (a 4-item set with 2 workers had every
+    item loaded twice; tests/test_calibration.py). Handing the bar an iterator avoids it."""
+    total = len(loader) if hasattr(loader, "__len__") else None
+    return tqdm(iter(loader), total=total, desc=desc, leave=False, disable=not enabled, dynamic_ncols=True)
 
 
 def train_epoch(model, loader, loss_fn: WeightedLoss, optimizer, context: RunContext, *, desc: str,
@@ -44,7 +56,7 @@ def train_epoch(model, loader, loss_fn: WeightedLoss, optimizer, context: RunCon
     gradient_sums: dict[str, float] = {}
     count = diagnosed = 0
     seconds_diagnosed = 0.0  # wall clock of the diagnosed batches (their whole step), for timings.json
-    bar = tqdm(loader, desc=desc, leave=False, disable=not context.main, dynamic_ncols=True)
+    bar = progress(loader, desc=desc, enabled=context.main)
     for batch in bar:
         batch_started = time.perf_counter()
         video = context.video(batch["video"])  # (N, 3, T, H, W)
@@ -84,9 +96,69 @@ def train_epoch(model, loader, loss_fn: WeightedLoss, optimizer, context: RunCon
         {"seconds_diagnostics": seconds_diagnosed} if diagnosed else {})
 
 
+@dataclass
+class EncodedSet:
+    """A ProtoEFNet's pooled features (N, P, D) of every batch of one pass over a loader (on
+    the CPU), with what `predict` reads of each batch (true EF, file name, clips per video).
+
+    After training only the prototypes (the push) and θ (the head refit, β sharpening)
+    change, and neither enters the pooled features, so every later prediction on a split is
+    `ProtoEFNet.compare` replayed on the same features batch by batch: bit-identical to a
+    new forward pass, at the cost of one pass per split (`lifecycle.finish`). Memory: N × P
+    × D floats (the demo's TEST set 22 MB; EchoNet-Dynamic's TEST at 10 clips ≈ 0.5 GB)."""
+    clips: str  # the dataset's clip mode ("deterministic", a count, ...), checked by its readers
+    batches: list[dict] = field(default_factory=list)
+
+    def add(self, batch: dict, features: torch.Tensor) -> None:
+        """Keep one loader batch's pooled features (B, P, D) beside its EF, names and clip counts."""
+        self.batches.append({"features": features.detach().cpu(), "ef": batch["ef"],
+                             "filename": list(batch["filename"]), "num_clips": clip_counts(batch)})
+
+
+def clip_mode(data) -> str:
+    """The clip mode of a loader's dataset or of an `EncodedSet` ("deterministic", ...)."""
+    return data.clips if isinstance(data, EncodedSet) else str(data.dataset.clips)
+
+
+def clip_counts(batch: dict) -> list[int]:
+    """Clips per video of a loader batch (one each for single-clip datasets)."""
+    return batch.get("num_clips", torch.ones(len(batch["ef"]), dtype=torch.long)).tolist()
+
+
 @torch.no_grad()
-def predict(model, loader, context: RunContext | None = None, *, desc: str = "predict") -> dict:
-    """Per-video predictions; multi-clip videos are averaged over their clips (EF and β).
+def encode_set(model, loader, context: RunContext | None = None, *, desc: str = "encode") -> EncodedSet:
+    """One pass over `loader` keeping each batch's pooled features: an `EncodedSet` that
+    `predict` and `evaluate` take in place of the loader while the encoder stays as it is."""
+    context = context or RunContext(Config(device="cpu"))
+    core = unwrap(model)
+    core.eval()
+    encoded = EncodedSet(clips=str(loader.dataset.clips))
+    for batch in progress(loader, desc=desc, enabled=context.main):
+        with context.autocast():
+            features, _, _ = core.encode(context.video(batch["video"]))  # (ΣK, P, D)
+        encoded.add(batch, features)
+    return encoded
+
+
+def _per_clip_outputs(core, data, context: RunContext, desc: str):
+    """(batch, clips per video, {"prediction", "weights", "similarities"} per clip) for each
+    batch of a loader (a forward pass) or of an `EncodedSet` (the comparison and head replayed)."""
+    if isinstance(data, EncodedSet):
+        for batch in data.batches:
+            with context.autocast():
+                similarities, ef, weights = core.compare(batch["features"].to(context.device))
+            yield batch, batch["num_clips"], {"prediction": ef, "weights": weights, "similarities": similarities}
+        return
+    for batch in progress(data, desc=desc, enabled=context.main):
+        with context.autocast():
+            output = core(context.video(batch["video"]))
+        yield batch, clip_counts(batch), output.per_clip()
+
+
+@torch.no_grad()
+def predict(model, data, context: RunContext | None = None, *, desc: str = "predict") -> dict:
+    """Per-video predictions on `data` (a loader, or a ProtoEFNet's `EncodedSet`);
+    multi-clip videos are averaged over their clips (EF and β).
 
     Returns filename, ef (true), prediction and, for ProtoEFNet, weights β and similarities (N, P).
     """
@@ -94,11 +166,8 @@ def predict(model, loader, context: RunContext | None = None, *, desc: str = "pr
     core = unwrap(model)
     core.eval()
     rows: dict[str, list] = {"filename": [], "ef": [], "prediction": [], "weights": [], "similarities": []}
-    for batch in tqdm(loader, desc=desc, leave=False, disable=not context.main, dynamic_ncols=True):
-        with context.autocast():
-            output = core(context.video(batch["video"]))
-        counts = batch.get("num_clips", torch.ones(len(batch["ef"]), dtype=torch.long)).tolist()
-        for key, values in output.per_clip().items():
+    for batch, counts, per_clip in _per_clip_outputs(core, data, context, desc):
+        for key, values in per_clip.items():
             rows[key] += list(average_clips(values.float(), counts).cpu().numpy())
         rows["filename"] += list(batch["filename"])
         rows["ef"] += batch["ef"].tolist()
@@ -107,12 +176,12 @@ def predict(model, loader, context: RunContext | None = None, *, desc: str = "pr
     return result
 
 
-def evaluate(model, loader, context: RunContext | None = None, *, desc: str = "evaluate",
+def evaluate(model, data, context: RunContext | None = None, *, desc: str = "evaluate",
              delta: float | None = None) -> tuple[dict, dict]:
-    """(metrics, predictions) on one loader: regression metrics plus, for ProtoEFNet,
+    """(metrics, predictions) on one loader (or `EncodedSet`): regression metrics plus, for ProtoEFNet,
     sparsity, diversity and (given the label window `delta`) the interpretability
     diagnostics of `protoef.diagnostics` for the model's current prototypes and labels."""
-    predictions = predict(model, loader, context, desc=desc)
+    predictions = predict(model, data, context, desc=desc)
     metrics = regression_metrics(predictions["ef"], predictions["prediction"])
     if "weights" in predictions:
         metrics["sparsity"] = float(sparsity(predictions["weights"]).mean())

@@ -5,7 +5,8 @@ each prototype j looks only at samples whose true EF is within Δl of its label 
 takes the one with the highest similarity s_ij (smallest 1 − s). Then p_j ← that sample's
 pooled feature f_ij and l_j ← its true EF ("dynamic" labels). **Decision** (docs/method.md §4, §7): a
 prototype with no sample within Δl falls back to the samples with the nearest label and a
-warning is logged. The search streams over batches: no N×P×D feature bank is kept.
+warning is logged. The search streams over batches: no N×P×D feature bank is kept unless
+asked for (``keep_features``: what the run's end reuses).
 What happens around the push (metrics before and after, head epochs, the artefacts on
 disk) is the run's lifecycle: `protoef.training.lifecycle`.
 """
@@ -18,9 +19,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from ..model import ProtoEFNet, eval_mode
+from .loops import EncodedSet, clip_mode, progress
 
 __all__ = ["PushResult", "push_prototypes", "similarity_reference"]
 log = logging.getLogger(__name__)
@@ -32,24 +33,29 @@ class PushResult:
     labels: torch.Tensor  # (P,) the chosen samples' true EF
     table: pd.DataFrame  # per prototype: source file, clip start, EF, similarity, fallback
     occurrence_maps: np.ndarray  # (P, T', H', W') each prototype's map on its source clip
+    encoded: EncodedSet | None = None  # the push set's pooled features, when asked for (keep_features)
 
 
 @torch.no_grad()
 def push_prototypes(model: ProtoEFNet, loader, *, delta: float, device=None, autocast=None,
-                    unique: bool = True) -> PushResult:
+                    unique: bool = True, keep_features: bool = False) -> PushResult:
     """Find each prototype's nearest real training clip (see the module docstring).
 
     ``unique``: a prototype takes the most similar clip within Δl that no other prototype
     holds yet; prototypes choose greedily, the one with the most similar candidate first, and
     a prototype shares a clip only when every candidate in its window is taken (``shared``
     in the table). Without it, each prototype takes its own best clip (the official rule).
+    ``keep_features``: also return the pass's pooled features (`PushResult.encoded`, N × P ×
+    D floats), from which the pushed model's TRAIN predictions follow without another pass.
     """
     device = device or next(model.parameters()).device
     with eval_mode(model):
-        return _push(model, loader, delta=delta, device=device, autocast=autocast, unique=unique)
+        return _push(model, loader, delta=delta, device=device, autocast=autocast, unique=unique,
+                     encoded=EncodedSet(clip_mode(loader)) if keep_features else None)
 
 
-def _push(model: ProtoEFNet, loader, *, delta: float, device, autocast, unique: bool) -> PushResult:
+def _push(model: ProtoEFNet, loader, *, delta: float, device, autocast, unique: bool,
+          encoded: EncodedSet | None) -> PushResult:
     labels = model.prototype_labels.detach().cpu().double()  # (P,) labels before the push
     num_prototypes = len(labels)
     # Per prototype, the `keep` most similar clips within Δl: with keep = P, greedy selection
@@ -60,10 +66,12 @@ def _push(model: ProtoEFNet, loader, *, delta: float, device, autocast, unique: 
     near_dist = torch.full((num_prototypes,), torch.inf, dtype=torch.float64)
     near_sim = torch.full((num_prototypes,), -torch.inf, dtype=torch.float64)
     nearest: list[dict | None] = [None] * num_prototypes
-    for batch in tqdm(loader, desc="push", leave=False, dynamic_ncols=True):
+    for batch in progress(loader, desc="push"):
         video = batch["video"].to(device)
         with autocast() if autocast else torch.autocast(device.type, enabled=False):
             output = model(video, return_features=True)
+        if encoded is not None:
+            encoded.add(batch, output.features)
         sims = output.similarities.double().cpu()  # (B, P)
         targets = batch["ef"].double()  # (B,)
         distance = (targets[:, None] - labels[None, :]).abs()  # (B, P)
@@ -102,7 +110,8 @@ def _push(model: ProtoEFNet, loader, *, delta: float, device, autocast, unique: 
         vectors.append(win["feature"])
         new_labels.append(win["ef"])
         maps.append(win["occurrence_map"])
-    return PushResult(torch.stack(vectors), torch.tensor(new_labels, dtype=torch.float32), pd.DataFrame(rows), np.stack(maps))
+    return PushResult(torch.stack(vectors), torch.tensor(new_labels, dtype=torch.float32), pd.DataFrame(rows), np.stack(maps),
+                      encoded)
 
 
 def _winner(batch, output, i: int, j: int, starts) -> dict:
