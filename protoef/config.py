@@ -293,8 +293,9 @@ def _demo() -> Config:
     config.data.synthetic_videos = 600
     config.data.synthetic_val_fraction, config.data.synthetic_test_fraction = 0.2, 0.3
     config.data.clip_length, config.data.period, config.data.resize = 8, 8, 32
-    # Loading in the training process: 1.16-1.25x faster epochs on 2 cores than 2 workers
-    # (benchmarks item `epoch`), and no forked workers inside a notebook kernel.
+    # Loading in the training process: faster epochs on 2 cores than 2 workers (1.04x since every
+    # loop starts one loader iterator, 1.16-1.25x before; benchmarks item `epoch`), and no
+    # forked workers inside a notebook kernel.
     config.data.batch_size, config.data.num_workers = 8, 0
     config.data.test_clips = 3
     # 8×8 occurrence maps (layer3 dilated, same weights): at 4×4 the LV is one or two cells and
