@@ -291,7 +291,7 @@ def runend(quick: bool) -> dict:
     end_s, gallery_s = timings["finish_run"]["min_s"], timings["gallery"]["min_s"]
     saved_s = sum(count * timings[f"pass_{split}"]["min_s"] for split, count in PASSES_SAVED.items())
     return {
-        "title": "End of a run, with and without the prototype gallery (demo profile)",
+        "title": "End of a run: the prototype gallery moved out, one encoder pass per split (demo profile)",
         "shapes": {"demo": f"P={config.model.num_prototypes}, {len(sets['push'])} push videos, "
                            f"{len(sets['val'])} val + {len(sets['test'])} test videos (×{config.data.test_clips} clips)"},
         "measurements": timings,

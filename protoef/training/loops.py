@@ -34,7 +34,7 @@ def progress(loader, *, desc: str, enabled: bool = True):
     tqdm.auto's bar calls ``iter()`` on what it wraps when it is built, and its loop calls it
     again: for a DataLoader with worker processes that is a second worker pool, which
     prefetches 2 batches per worker that nobody reads (a 4-item set with 2 workers had every
-    item loaded twice; tests/test_calibration.py). Handing the bar an iterator avoids it."""
+    item loaded twice; tests/test_loops.py). Handing the bar an iterator avoids it."""
     total = len(loader) if hasattr(loader, "__len__") else None
     return tqdm(iter(loader), total=total, desc=desc, leave=False, disable=not enabled, dynamic_ncols=True)
 
