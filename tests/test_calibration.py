@@ -95,4 +95,3 @@ def test_the_push_set_predictions_refuse_random_clips(two_prototypes):
     loader.dataset = type("Dataset", (), {"clips": "random"})()
     with pytest.raises(ValueError, match="one fixed clip per video"):
         calibration.push_set_predictions(two_prototypes, loader, None)
-
