@@ -323,9 +323,9 @@ class ProtoEFNet(_FrozenStagesInEval):
 
     def forward(self, video: Tensor, *, return_features: bool = False) -> ProtoEFOutput:
         features, occurrence_maps, _ = self.encode(video)
+        features = features.to(self.prototypes.dtype)  # once here; `compare`'s own cast is then a no-op
         similarities, ef, weights = self.compare(features)
-        return ProtoEFOutput(ef, similarities, occurrence_maps, weights,
-                             features.to(self.prototypes.dtype) if return_features else None)
+        return ProtoEFOutput(ef, similarities, occurrence_maps, weights, features if return_features else None)
 
     @torch.no_grad()
     def set_prototypes(self, prototypes: Tensor, labels: Tensor | None = None) -> None:

@@ -132,7 +132,7 @@ def encode_set(model, loader, context: RunContext | None = None, *, desc: str = 
     context = context or RunContext(Config(device="cpu"))
     core = unwrap(model)
     core.eval()
-    encoded = EncodedSet(clips=str(loader.dataset.clips))
+    encoded = EncodedSet(clips=clip_mode(loader))
     for batch in progress(loader, desc=desc, enabled=context.main):
         with context.autocast():
             features, _, _ = core.encode(context.video(batch["video"]))  # (ΣK, P, D)
