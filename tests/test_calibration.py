@@ -95,3 +95,11 @@ def test_the_push_set_predictions_refuse_random_clips(two_prototypes):
     loader.dataset = type("Dataset", (), {"clips": "random"})()
     with pytest.raises(ValueError, match="one fixed clip per video"):
         calibration.push_set_predictions(two_prototypes, loader, None)
+
+
+def test_sharpening_refuses_a_val_set_of_several_clips_per_video(two_prototypes):
+    loader = _Loader([])
+    loader.dataset = type("Dataset", (), {"clips": 2})()
+    with pytest.raises(ValueError, match=r"one clip per VAL video: expected clips='deterministic', got clips='2'"):
+        calibration.sharpen_on_val(two_prototypes, loader, None, largest=4.0, tolerance=0.1)
+    assert bool((two_prototypes.theta == 1.0).all())  # refused before θ was scaled

@@ -81,13 +81,18 @@ def choose_factor(rows: list[dict], tolerance: float) -> float:
     return max(allowed, key=lambda row: (row["beta_mass_within_10"], -row["factor"]))["factor"]
 
 
+def _require_one_fixed_clip(data, why: str) -> None:
+    """Refuse a loader or `loops.EncodedSet` whose clips are not one fixed clip per video,
+    saying `why` the caller needs them."""
+    if clip_mode(data) != "deterministic":
+        raise ValueError(f"{why}: expected clips='deterministic', got clips={clip_mode(data)!r}")
+
+
 def sharpen_on_val(model: ProtoEFNet, val_data, context, *, largest: float, tolerance: float) -> dict:
     """Choose f on VAL (`choose_factor` over `factors_up_to(largest)`), multiply θ by it in
     place; returns ``{"factor": f, "tolerance": ..., "grid": rows}`` for metrics.json.
     `val_data`: the VAL loader or its `loops.EncodedSet`."""
-    if clip_mode(val_data) != "deterministic":
-        raise ValueError(f"β sharpening needs one clip per VAL video (clips='deterministic'), got "
-                         f"clips={clip_mode(val_data)!r}")
+    _require_one_fixed_clip(val_data, "β sharpening needs one clip per VAL video")
     rows = sharpening_table(model, predict(model, val_data, context, desc="sharpen β"), factors_up_to(largest))
     factor = choose_factor(rows, tolerance)
     with torch.no_grad():
@@ -100,10 +105,8 @@ def push_set_predictions(model: ProtoEFNet, push_data, context) -> dict:
     clip each) its similarities (N, P) to the final prototypes and its true EF, what
     `refit_head` fits θ on and what the run's TRAIN similarity reference is read from.
     `push_data`: the push loader or the `loops.EncodedSet` the push kept of it."""
-    if clip_mode(push_data) != "deterministic":
-        raise ValueError(f"the head refit and the TRAIN similarity reference need one fixed clip per video "
-                         f"(clips='deterministic'), got clips={clip_mode(push_data)!r}: with random clips the "
-                         f"similarities change every epoch")
+    _require_one_fixed_clip(push_data, "the head refit and the TRAIN similarity reference need one fixed clip "
+                                       "per video (with random clips the similarities change every epoch)")
     return predict(model, push_data, context, desc="TRAIN similarities")
 
 

@@ -105,7 +105,10 @@ class EncodedSet:
     change, and neither enters the pooled features, so every later prediction on a split is
     `ProtoEFNet.compare` replayed on the same features batch by batch: bit-identical to a
     new forward pass, at the cost of one pass per split (`lifecycle.finish`). Memory: N × P
-    × D floats (the demo's TEST set 22 MB; EchoNet-Dynamic's TEST at 10 clips ≈ 0.5 GB)."""
+    × D floats (the demo's TEST set 22 MB; EchoNet-Dynamic's TEST at 10 clips ≈ 0.5 GB).
+    The features keep the precision they came in: `encode_set`'s are ``encode``'s (bf16 under
+    CUDA autocast, half the memory), the push's are the float32 that ``forward`` casts them to;
+    ``compare`` casts to the prototypes' dtype first, so both replay the forward exactly."""
     clips: str  # the dataset's clip mode ("deterministic", a count, ...), checked by its readers
     batches: list[dict] = field(default_factory=list)
 
@@ -125,13 +128,20 @@ def clip_counts(batch: dict) -> list[int]:
     return batch.get("num_clips", torch.ones(len(batch["ef"]), dtype=torch.long)).tolist()
 
 
+def _inference_setup(model, context: RunContext | None):
+    """(context, the bare model in eval mode) for a pass without gradients: a CPU context
+    when none is given, the model unwrapped from DDP or ``torch.compile``."""
+    context = context or RunContext(Config(device="cpu"))
+    core = unwrap(model)
+    core.eval()
+    return context, core
+
+
 @torch.no_grad()
 def encode_set(model, loader, context: RunContext | None = None, *, desc: str = "encode") -> EncodedSet:
     """One pass over `loader` keeping each batch's pooled features: an `EncodedSet` that
     `predict` and `evaluate` take in place of the loader while the encoder stays as it is."""
-    context = context or RunContext(Config(device="cpu"))
-    core = unwrap(model)
-    core.eval()
+    context, core = _inference_setup(model, context)
     encoded = EncodedSet(clips=clip_mode(loader))
     for batch in progress(loader, desc=desc, enabled=context.main):
         with context.autocast():
@@ -162,9 +172,7 @@ def predict(model, data, context: RunContext | None = None, *, desc: str = "pred
 
     Returns filename, ef (true), prediction and, for ProtoEFNet, weights β and similarities (N, P).
     """
-    context = context or RunContext(Config(device="cpu"))
-    core = unwrap(model)
-    core.eval()
+    context, core = _inference_setup(model, context)
     rows: dict[str, list] = {"filename": [], "ef": [], "prediction": [], "weights": [], "similarities": []}
     for batch, counts, per_clip in _per_clip_outputs(core, data, context, desc):
         for key, values in per_clip.items():
