@@ -144,6 +144,11 @@ class LossConfig:
     # Remedy (off in the paper): the occurrence term as each map's share of mass outside the
     # dilated LV (protoef.losses.occurrence_share_loss), which a map cannot meet by shrinking.
     occurrence_share: bool = knob(False, FLAG)
+    # Candidate for faithful maps (issue 17; 0 in every profile): each map's mass per time slot
+    # outside its top concentration_fraction of cells (protoef.losses.concentration_loss); 0.125
+    # = 8 of the demo's 8 x 8 cells, about the LV's share of the frame that the deletion test hides.
+    concentration: float = knob(0.0, LOSS_WEIGHT)
+    concentration_fraction: float = knob(0.125, Range(lambda value: 0.0 < value <= 1.0, "a share in (0, 1]"))
 
 
 @dataclass

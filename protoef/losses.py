@@ -184,6 +184,20 @@ def occurrence_share_loss(occurrence_maps: Tensor, background: Tensor, eps: floa
     return (outside / total).mean(dim=0).sum()
 
 
+def concentration_loss(occurrence_maps: Tensor, fraction: float = 0.125, eps: float = 1e-6) -> Tensor:
+    """The share of each map's mass per time slot outside its max(1, round(fraction·H'·W'))
+    highest cells, 1 − top mass / total mass (candidate of issue 17, weight 0 by default): the
+    deletion test hides exactly these cells, and a run's deletion ratio followed how much of
+    its maps' mass they hold (docs/method.md §7), so a peaked map is asked for directly. Unlike
+    an entropy it does not care how the top cells share their mass. occurrence_maps
+    (N, P, T, H, W) -> (): mean over samples and slots, sum over prototypes (as `occurrence_loss`)."""
+    flat = occurrence_maps.flatten(-2)                                      # (N, P, T, H*W)
+    count = max(1, round(fraction * flat.shape[-1]))
+    top = flat.topk(count, dim=-1).values.sum(dim=-1)                       # (N, P, T)
+    outside = 1.0 - top / flat.sum(dim=-1).clamp_min(eps)                   # (N, P, T)
+    return outside.mean(dim=(0, 2)).sum()
+
+
 def orthogonality_loss(prototypes: Tensor) -> Tensor:
     """Sum of cosine similarities over distinct prototype pairs (j < k). (P, D) -> ()"""
     cos = cosine_similarity(prototypes.unsqueeze(1), prototypes.unsqueeze(0))  # (P, P)
@@ -276,7 +290,7 @@ class ProtoEFLoss(WeightedLoss):
     """
     diagnosable = True
     TERM_ORDER = ("mse", "cluster", "psd", "pas", "occurrence", "orthogonality", "theta_l1", "separation", "soft_label",
-                  "expected_label_error", "reverse_soft_label", "transformation")
+                  "expected_label_error", "reverse_soft_label", "transformation", "concentration")
 
     def __init__(self, *, mse: float = 0.1, cluster: float = 10.0, psd: float = 30.0,
                  pas: float = 0.1, occurrence: float = 1e-4, orthogonality: float = 0.0,
@@ -284,16 +298,19 @@ class ProtoEFLoss(WeightedLoss):
                  soft_label: float = 0.0, delta: float = 5.0, cluster_k: int = 3, occurrence_p: float = 2,
                  soft_label_sigma: float = 5.0, psd_label_aware: bool = False,
                  expected_label_error: float = 0.0, reverse_soft_label: float = 0.0,
-                 occurrence_share: bool = False) -> None:
+                 occurrence_share: bool = False, concentration: float = 0.0,
+                 concentration_fraction: float = 0.125) -> None:
         super().__init__()
         self.weights = {"mse": mse, "cluster": cluster, "psd": psd, "pas": pas,
                         "occurrence": occurrence, "orthogonality": orthogonality,
                         "transformation": transformation, "theta_l1": theta_l1,
                         "separation": separation, "soft_label": soft_label,
-                        "expected_label_error": expected_label_error, "reverse_soft_label": reverse_soft_label}
+                        "expected_label_error": expected_label_error, "reverse_soft_label": reverse_soft_label,
+                        "concentration": concentration}
         self.delta, self.cluster_k, self.occurrence_p = delta, cluster_k, occurrence_p
         self.soft_label_sigma, self.psd_label_aware = soft_label_sigma, psd_label_aware
         self.occurrence_share = occurrence_share  # the "occurrence" term as `occurrence_share_loss`
+        self.concentration_fraction = concentration_fraction
 
     def terms(self, output: ProtoEFOutput, targets: Tensor, model: nn.Module, *,
               background: Tensor | None = None, video: Tensor | None = None) -> dict[str, Tensor]:
@@ -319,6 +336,8 @@ class ProtoEFLoss(WeightedLoss):
             if video is None:
                 raise ValueError("the transformation loss has a non-zero weight: pass video=")
             terms["transformation"] = transformation_loss(video, output.occurrence_maps, model.occurrence)
+        if w["concentration"] != 0:
+            terms["concentration"] = concentration_loss(output.occurrence_maps, self.concentration_fraction)
         return {name: terms[name] for name in self.TERM_ORDER if name in terms}  # the logged columns' order
 
     def head_terms(self, ef: Tensor, weights: Tensor, targets: Tensor, model: nn.Module) -> dict[str, Tensor]:
@@ -340,7 +359,7 @@ class ProtoEFLoss(WeightedLoss):
 
 
 __all__ = [
-    "MSELoss", "ProtoEFLoss", "WeightedLoss", "cluster_loss", "expected_label_error_loss", "mse_loss", "occurrence_loss", "occurrence_share_loss",
+    "MSELoss", "ProtoEFLoss", "WeightedLoss", "cluster_loss", "concentration_loss", "expected_label_error_loss", "mse_loss", "occurrence_loss", "occurrence_share_loss",
     "orthogonality_loss",
     "pas_loss", "psd_loss", "random_affine", "reverse_soft_label_loss", "separation_loss", "soft_label_log_target",
     "soft_label_loss", "soft_label_target",

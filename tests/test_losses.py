@@ -451,3 +451,33 @@ def test_occurrence_share_hand_computed_and_blind_to_scale():
     assert occurrence_loss(maps / 100, background).item() == pytest.approx(occurrence_loss(maps, background).item() / 100)
     loss = ProtoEFLoss(occurrence=1.0, occurrence_share=True)
     assert loss.occurrence_share and "occurrence_share" not in loss.weights
+
+
+def test_concentration_hand_computed_per_slot_and_only_with_its_weight():
+    from protoef.losses import concentration_loss
+    # One sample, two prototypes, two time slots of 2 × 2 cells; fraction 0.5 → the top 2 cells.
+    maps = torch.tensor([[[4.0, 3.0, 2.0, 1.0],    # slot 0: 1 − 7/10 = 0.3
+                          [1.0, 1.0, 1.0, 1.0]],   # slot 1: 1 − 2/4 = 0.5
+                         [[0.0, 0.0, 0.0, 5.0],    # all mass in one cell: 0
+                          [2.0, 0.0, 2.0, 0.0]]]).view(1, 2, 2, 2, 2)  # top 2 hold all: 0
+    # mean over slots per prototype (0.4 and 0), summed over prototypes
+    assert concentration_loss(maps, fraction=0.5).item() == pytest.approx(0.4)
+    # fraction 0.25 → one cell: slots 1 − 4/10, 1 − 1/4, 0, 1 − 2/4 → (0.6 + 0.75) / 2 + 0.25
+    assert concentration_loss(maps, fraction=0.25).item() == pytest.approx(0.925)
+    # a second sample: the mean over samples
+    both = torch.cat([maps, torch.ones_like(maps)])  # uniform maps: 1 − 2/4 per slot, 0.5 per prototype
+    assert concentration_loss(both, fraction=0.5).item() == pytest.approx((0.4 + 1.0) / 2)
+    # blind to scale, like the share form of the occurrence term
+    assert concentration_loss(maps * 0.01, fraction=0.5).item() == pytest.approx(0.4)
+
+    model = torch.nn.Module()
+    model.prototypes = torch.nn.Parameter(torch.rand(2, 3, dtype=f64))
+    model.register_buffer("prototype_labels", torch.tensor([30.0, 60.0], dtype=f64))
+    s = torch.rand(1, 2, dtype=f64)
+    output = ProtoEFOutput(torch.tensor([50.0], dtype=f64), s, maps.to(f64), torch.softmax(s, dim=1))
+    y = torch.tensor([45.0], dtype=f64)
+    plain, plain_terms = ProtoEFLoss(occurrence=0.0)(output, y, model)
+    assert "concentration" not in plain_terms  # weight 0: not computed, no history column
+    total, terms = ProtoEFLoss(occurrence=0.0, concentration=2.0, concentration_fraction=0.5)(output, y, model)
+    assert terms["concentration"].item() == pytest.approx(0.4)
+    assert total.item() == pytest.approx(plain.item() + 2.0 * 0.4)

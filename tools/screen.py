@@ -12,7 +12,9 @@ top-1 label within ±10), the occurrence maps' IoU ÷ chance at ED / ES on VAL
 (`tables.localization_summary`), the deletion test on the first `--deletion-videos` VAL clips,
 every prototype, as notebook 07 decides it (mean top drop − 3 × mean random drop, > 0 where
 faithful) and as the ratio of the two means (docs/method.md §6: the ratio changes sign when
-random occlusion raises the similarity), and the wall clock of
+random occlusion raises the similarity); the same test as notebook 07's claim reads it (each
+clip's top-3 β prototypes, as many cells as the LV covers on VAL; ``shown_deletion_*``) and the
+share of those maps' mass in the cells it hides (``shown_concentration``); and the wall clock of
 the run's training steps and of the whole run (timings.json). Paired differences against
 the first arm, per seed, close the table.
 """
@@ -24,11 +26,14 @@ import pathlib
 import sys
 
 import pandas as pd
+import torch
 
+from protoef import losses
 from protoef.analysis import faithfulness
 from protoef.analysis.localization import occurrence_iou_table
 from protoef.companion import occurrence_study, tables
 from protoef.config import resolve
+from protoef.diagnostics import SHOWN_PROTOTYPES
 from protoef.training import build, lifecycle, runs
 
 VAL_KEYS = {"val_mae": "mae", "beta_mass_within_10": "beta_mass_within_10", "beta_label_spread": "beta_label_spread",
@@ -56,6 +61,16 @@ def screen_row(run_dir: pathlib.Path, deletion_videos: int) -> dict:
     top, random = deletion["drop_top"].mean(), deletion["drop_random"].mean()
     row["deletion_contrast"] = float(top - occurrence_study.DELETION_FACTOR * random)
     row["deletion_ratio"] = float(top / random)
+    lv_share = occurrence_study.lv_area_fraction(run_dir)
+    shown = faithfulness.deletion_table(model, clips, top_beta=SHOWN_PROTOTYPES, fraction=lv_share)
+    top, random = shown["drop_top"].mean(), shown["drop_random"].mean()
+    row["shown_deletion_contrast"] = float(top - occurrence_study.DELETION_FACTOR * random)
+    row["shown_deletion_ratio"] = float(top / random)
+    with torch.no_grad():
+        maps = torch.cat([model(clips[i:i + 8]).occurrence_maps.float() for i in range(0, len(clips), 8)])
+    shown_maps = maps[shown["clip"].to_numpy(), shown["prototype"].to_numpy()][:, None]  # (rows, 1, T', H', W')
+    # the loss is the mean mass share outside the top cells (one "prototype" per row here)
+    row["shown_concentration"] = 1.0 - float(losses.concentration_loss(shown_maps, lv_share))
     timings = run.read_timings()
     row["train_steps_s"] = timings["seconds"]["epochs_train"]
     row["run_s"] = timings["total_seconds"]
@@ -81,7 +96,7 @@ def main(argv=None) -> int:
             else:
                 lifecycle.fit(config, run_dir)
             stored = args.out / f"{name}-seed{seed}.row.json"  # each run's row is computed once
-            if not stored.is_file() or "deletion_contrast" not in json.loads(stored.read_text()):  # or rows before it
+            if not stored.is_file() or "shown_concentration" not in json.loads(stored.read_text()):  # or rows before it
                 stored.write_text(json.dumps(screen_row(run_dir, args.deletion_videos)))
             rows.append({"arm": name, "seed": seed, **json.loads(stored.read_text())})
             print(pd.DataFrame(rows[-1:]).to_string(index=False), flush=True)

@@ -37,7 +37,7 @@ import pandas as pd
 import torch
 
 from .. import numerics
-from ..config import flatten
+from ..config import Config, flatten
 from ..files import atomic_path
 
 __all__ = ["CheckpointError", "RunLockedError", "atomic_write_text", "write_json", "write_csv", "write_npz", "save_checkpoint",
@@ -417,13 +417,18 @@ def same_folder(first, second) -> bool:
 def config_differences(stored: dict, requested: dict, *, runtime: bool = False) -> dict:
     """``{key: (stored value, requested value)}`` for every key where a run's stored config
     and a requested config disagree. A requested ``data.mean`` or ``data.std`` of None
-    (computed by the run) does not count, nor, unless ``runtime``, a difference that
+    (computed by the run) does not count, nor a key the stored config lacks whose requested
+    value is the field's declared default (a knob added after the run was made: its default
+    keeps the behaviour the run had), nor, unless ``runtime``, a difference that
     `is_runtime_difference`."""
     stored, requested = flatten(stored), flatten(requested)
+    defaults = flatten(Config().to_dict())
     differences = {}
     for key in sorted(set(stored) | set(requested)):
         old, new = stored.get(key), requested.get(key)
         if old == new or (key in ("data.mean", "data.std") and new is None):
+            continue
+        if key not in stored and key in defaults and new == defaults[key]:
             continue
         if runtime or not is_runtime_difference(key, old, new):
             differences[key] = (old, new)
