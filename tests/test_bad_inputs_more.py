@@ -98,12 +98,14 @@ def test_data_root_counts_as_what_a_run_learns(tmp_path):
 def test_a_knob_added_after_a_run_was_made_counts_only_away_from_its_default():
     old_run = smoke_dict()
     del old_run["loss"]["concentration"]  # a run made before the knob existed ran without it
-    assert runs.config_differences(old_run, smoke_dict()) == {}
     requested = smoke_dict()
+    requested["loss"]["concentration"] = 0.0  # the field's declared default: off
+    assert runs.config_differences(old_run, requested) == {}
     requested["loss"]["concentration"] = 1.0
     assert runs.config_differences(old_run, requested) == {"loss.concentration": (None, 1.0)}
     # a key the run has but the request lacks is still a difference
-    assert runs.config_differences(smoke_dict(), old_run) == {"loss.concentration": (0.0, None)}
+    requested["loss"]["concentration"] = 0.0
+    assert runs.config_differences(requested, old_run) == {"loss.concentration": (0.0, None)}
 
 
 def smoke_dict() -> dict:

@@ -24,10 +24,10 @@ def test_paper_recipe_on_the_demo_has_the_paper_profiles_losses_and_rates():
 def test_remedies_are_off_in_the_paper_profile_and_on_in_the_demo():
     paper, demo = resolve("paper"), resolve("demo")
     # The paper trains with MSE + cluster + PSD + occurrence only (docs/method.md §2, §7).
-    assert paper.loss.separation == paper.loss.soft_label == paper.loss.reverse_soft_label == 0
+    assert paper.loss.separation == paper.loss.soft_label == paper.loss.reverse_soft_label == paper.loss.concentration == 0
     assert not paper.loss.psd_label_aware and not paper.loss.occurrence_share and not paper.model.labels_from_train
     assert demo.loss.separation > 0 and demo.loss.soft_label > 0 and demo.loss.reverse_soft_label > 0
-    assert demo.loss.occurrence_share and demo.model.labels_from_train
+    assert demo.loss.occurrence_share and demo.model.labels_from_train and demo.loss.concentration > 0
     assert paper.optim.beta_sharpening_max == 1 and demo.optim.beta_sharpening_max > 1  # 1: off
 
 
