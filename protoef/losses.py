@@ -3,9 +3,10 @@
     L = 0.1 L_MSE + 10 L_clst + 30 L_PSD + 0.1 L_PAS + 1e-4 L_occ   (+ optional terms, weight 0)
 
 The optional terms include this project's remedies against the collapse of every
-similarity towards 1 (separation, soft_label, the label-aware PSD); they are off in the
-paper's recipe. Two candidates for a local β (issue 17: expected_label_error,
-reverse_soft_label) are off in every profile.
+similarity towards 1 (separation, soft_label, the label-aware PSD) and for maps that find the
+LV and are peaked (the occurrence share, concentration); they are off in the paper's recipe.
+Of the two candidates for a local β (issue 17), reverse_soft_label is in the demo recipe and
+expected_label_error is off in every profile.
 
 Each function reproduces the reduction docs/method.md §3 states (which is the official code's),
 including its quirks: masked-out similarities count as 0 in the cluster top-k, and the PAS
@@ -186,7 +187,7 @@ def occurrence_share_loss(occurrence_maps: Tensor, background: Tensor, eps: floa
 
 def concentration_loss(occurrence_maps: Tensor, fraction: float = 0.125, eps: float = 1e-6) -> Tensor:
     """The share of each map's mass per time slot outside its max(1, round(fraction·H'·W'))
-    highest cells, 1 − top mass / total mass (candidate of issue 17, weight 0 by default): the
+    highest cells, 1 − top mass / total mass (remedy of issue 17, off in the paper): the
     deletion test hides exactly these cells, and a run's deletion ratio followed how much of
     its maps' mass they hold (docs/method.md §7), so a peaked map is asked for directly. Unlike
     an entropy it does not care how the top cells share their mass. occurrence_maps
