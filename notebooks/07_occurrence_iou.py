@@ -100,11 +100,11 @@ save_figure(figure, folder / "07_faithfulness.png")
 figure
 
 # %% [markdown]
-# The deletion claims are decided on the maps a reader is shown (each clip's top-3 β prototypes), at the LV's share of the cells, over every seed of each arm and the first `deletion_claim_videos` TEST clips: one seed's clips cannot tell a verdict from the luck of one training run.
+# The deletion claims are decided on the maps a reader is shown (each clip's top-3 β prototypes), at the LV's share of the cells, over every seed of each arm and the first `deletion_claim_videos` TEST clips: one seed's clips cannot tell a verdict from the luck of one training run. Each is tested twice: the hidden pixels set to the mean gray, and inpainted from the pixels around them (`faithfulness.inpaint`), which hides a region without drawing a gray patch the model has never seen (docs/method.md §6).
 
 # %%
 shown_deletion = occurrence_study.shown_deletion_results(runs, deletion_claim_videos, lv_share)
-shown_deletion.groupby(["arm", "seed"], sort=False)[["drop_top", "drop_random"]].mean()  # mean similarity drops per run
+shown_deletion.groupby(["fill", "arm", "seed"], sort=False)[["drop_top", "drop_random"]].mean()  # mean drops per run
 
 # %% [markdown]
 # ## Claim check

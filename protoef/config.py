@@ -114,6 +114,10 @@ class ModelConfig:
     # 4 keeps layer2's grid through a dilated layer3 (same weights, 4x the layer3 cost): the
     # demo's 32-pixel frames then give 8 x 8 maps instead of 4 x 4 (issue 17). ProtoEFNet only.
     output_stride: int = knob(8, Range(lambda value: value in (8, 4), "8 (torchvision's layer3) or 4 (layer3 dilated)"))
+    # The backbone stage the heads read: "layer3" (the paper) or "layer2" (the backbone ends
+    # there: no layer3 to run, receptive field 27 instead of 59 pixels; needs output_stride 4,
+    # layer2's own). ProtoEFNet only; the black box always runs every stage.
+    feature_stage: str = knob("layer3", one_of("layer3", "layer2"))
     # Leading backbone stages (stem, layer1, layer2, layer3) kept at their loaded weights and
     # BatchNorm statistics; 0 = fine-tune everything (the paper). ProtoEFNet only.
     frozen_stages: int = knob(0, within(0, 4, "an int", "stem, layer1, layer2, layer3"))
@@ -226,6 +230,12 @@ class Config:
         if m.label_min >= m.label_max:
             problems.append(f"model.label_min = {m.label_min!r} and model.label_max = {m.label_max!r} "
                             "(expected label_min < label_max)")
+        if m.feature_stage == "layer2" and m.output_stride != 4:
+            problems.append(f"model.feature_stage = 'layer2' with model.output_stride = {m.output_stride!r} "
+                            "(layer2's cells are 4 input pixels: set model.output_stride=4)")
+        if m.feature_stage == "layer2" and m.frozen_stages > 3:
+            problems.append(f"model.frozen_stages = {m.frozen_stages!r} with model.feature_stage = 'layer2' "
+                            "(the backbone ends at layer2: at most 3)")
         unfit = pretrained.fit_problem(m.weights, m.backbone) if m.backbone in pretrained.BACKBONES else None
         if unfit:
             problems.append(f"model.weights = {m.weights!r} (expected weights that fit model.backbone = "

@@ -4,7 +4,8 @@ ProtoEFNet turns an echo clip into an ejection fraction through learned prototyp
 
     video (N, 3, T, H, W)
       -> backbone: torchvision R(2+1)D truncated after layer3   (N, 256, T', H', W')
-         (H', W') = (H, W) / output_stride: 8 as in torchvision, 4 with a dilated layer3
+         (H', W') = (H, W) / output_stride: 8 as in torchvision, 4 with a dilated layer3;
+         or truncated after layer2 (feature_stage="layer2")     (N, 128, T/2, H/4, W/4)
       -> feature module F                                        (N, D, T', H', W')
       -> occurrence module M (sigmoid, one map per prototype)    (N, P, T', H', W')
       -> pooled features f_k = sum_thw M_k * F                   (N, P, D)
@@ -34,6 +35,10 @@ from .pretrained import BACKBONES
 BACKBONE_CHANNELS = 256  # channels after layer3, for both backbones
 TRUNCATED_STAGES = ("stem", "layer1", "layer2", "layer3")
 OUTPUT_STRIDES = (8, 4)  # input pixels per feature cell: torchvision's, or layer3 without its spatial stride
+# The stage ProtoEFNet's heads read: (channels, input pixels per cell). layer3 is the paper's;
+# layer2 gives the same 8 x 8 cells at 32-pixel frames as a dilated layer3, with a receptive
+# field of 27 instead of 59 pixels and no layer3 to run (issues 17, 18; docs/method.md §7).
+FEATURE_STAGES = {"layer3": (BACKBONE_CHANNELS, None), "layer2": (128, 4)}
 KINETICS400_URL = pretrained.KINETICS400.url  # torchvision's .../r2plus1d_18-91a641e6.pth
 EF_BIAS = 55.6  # EchoNet-Dynamic's initial bias of the black-box regressor (mean training EF)
 
@@ -126,9 +131,10 @@ def load_torchvision_weights(module: nn.Module, weights: str | os.PathLike, *,
 
 
 def build_backbone(name: str = "r2plus1d_18", *, weights: str | os.PathLike | None = None,
-                   output_stride: int = 8) -> nn.Sequential:
+                   output_stride: int = 8, feature_stage: str = "layer3") -> nn.Sequential:
     """torchvision R(2+1)D truncated after layer3: (N, 3, T, H, W) -> (N, 256, T/4, H/s, W/s),
-    s = `output_stride`.
+    s = `output_stride`; or after layer2 (``feature_stage="layer2"``, which needs
+    ``output_stride=4``, layer2's own stride): (N, 128, T/2, H/4, W/4).
 
     Module names (stem, layer1..3) match torchvision's, so its state dicts load unchanged.
     ``output_stride=4`` removes layer3's spatial stride and dilates its later spatial
@@ -140,12 +146,19 @@ def build_backbone(name: str = "r2plus1d_18", *, weights: str | os.PathLike | No
         raise ValueError(unfit)
     if output_stride not in OUTPUT_STRIDES:
         raise ValueError(f"output_stride must be one of {OUTPUT_STRIDES}, got {output_stride!r}")
+    if feature_stage not in FEATURE_STAGES:
+        raise ValueError(f"feature_stage must be one of {tuple(FEATURE_STAGES)}, got {feature_stage!r}")
+    stage_stride = FEATURE_STAGES[feature_stage][1]
+    if stage_stride is not None and output_stride != stage_stride:
+        raise ValueError(f"feature_stage={feature_stage!r} has output stride {stage_stride}, got output_stride={output_stride!r}")
     full = video_resnet(name)
-    backbone = nn.Sequential(OrderedDict((stage, getattr(full, stage)) for stage in TRUNCATED_STAGES))
-    if output_stride == 4:
+    stages = TRUNCATED_STAGES[:TRUNCATED_STAGES.index(feature_stage) + 1]
+    backbone = nn.Sequential(OrderedDict((stage, getattr(full, stage)) for stage in stages))
+    if feature_stage == "layer3" and output_stride == 4:
         _dilate_spatially(backbone.layer3)
     if weights is not None:
-        load_torchvision_weights(backbone, weights, ignore_prefixes=("layer4.", "fc."))
+        dropped = tuple(f"{stage}." for stage in TRUNCATED_STAGES[len(stages):]) + ("layer4.", "fc.")
+        load_torchvision_weights(backbone, weights, ignore_prefixes=dropped)
     return backbone
 
 
@@ -214,6 +227,9 @@ def _freeze_stages(network: nn.Module, frozen_stages: int) -> tuple[nn.Module, .
     the same in a comparison of the two."""
     if not (isinstance(frozen_stages, int) and 0 <= frozen_stages <= len(TRUNCATED_STAGES)):
         raise ValueError(f"frozen_stages must be in 0..{len(TRUNCATED_STAGES)}, got {frozen_stages!r}")
+    if (absent := [stage for stage in TRUNCATED_STAGES[:frozen_stages] if not hasattr(network, stage)]):
+        raise ValueError(f"frozen_stages={frozen_stages} names {', '.join(absent)}, which this truncated backbone "
+                         "does not have; freeze fewer stages")
     stages = tuple(getattr(network, stage) for stage in TRUNCATED_STAGES[:frozen_stages])
     for parameter in (p for stage in stages for p in stage.parameters()):
         parameter.requires_grad_(False)
@@ -247,19 +263,20 @@ class ProtoEFNet(_FrozenStagesInEval):
     def __init__(self, *, num_prototypes: int = 40, prototype_dim: int = 256, tau: float = 0.2,
                  backbone: str = "r2plus1d_18", weights: str | os.PathLike | None = None,
                  label_range: tuple[float, float] = (10.0, 90.0), beta_top_k: int = 0,
-                 output_stride: int = 8, frozen_stages: int = 0) -> None:
+                 output_stride: int = 8, frozen_stages: int = 0, feature_stage: str = "layer3") -> None:
         super().__init__()
         # Everything needed to rebuild the architecture: ProtoEFNet(**model.config).
         self.config = dict(num_prototypes=num_prototypes, prototype_dim=prototype_dim, tau=tau,
                            backbone=backbone, label_range=tuple(label_range), beta_top_k=beta_top_k,
-                           output_stride=output_stride, frozen_stages=frozen_stages)
+                           output_stride=output_stride, frozen_stages=frozen_stages, feature_stage=feature_stage)
         self.tau = tau
         self.beta_top_k = beta_top_k  # 0: β over every prototype (the paper); k: over the k most similar
-        self.backbone = build_backbone(backbone, weights=weights, output_stride=output_stride)
+        self.backbone = build_backbone(backbone, weights=weights, output_stride=output_stride,
+                                       feature_stage=feature_stage)
         # The first `frozen_stages` backbone stages (stem, layer1, ...) keep their loaded weights
         # and BatchNorm statistics: no gradient, always in eval mode (`_FrozenStagesInEval.train`).
         self.frozen = _freeze_stages(self.backbone, frozen_stages)
-        c = BACKBONE_CHANNELS
+        c = FEATURE_STAGES[feature_stage][0]
         self.feature_module = nn.Sequential(
             nn.Conv3d(c, 256, kernel_size=1), nn.ReLU(),
             nn.Conv3d(256, prototype_dim, kernel_size=1),  # no activation: features may be negative
@@ -284,7 +301,7 @@ class ProtoEFNet(_FrozenStagesInEval):
     def encode(self, video: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """video (N, 3, T, H, W) -> pooled features (N, P, D), occurrence maps (N, P, T', H', W'),
         feature maps (N, D, T', H', W')."""
-        x = self.backbone(video)                       # (N, 256, T', H', W')
+        x = self.backbone(video)                       # (N, C, T', H', W'), C = 256 (layer3) or 128
         feature_maps = self.feature_module(x)          # (N, D, T', H', W')
         occurrence_maps = self.occurrence_module(x)    # (N, P, T', H', W')
         features = pool_features(occurrence_maps, feature_maps)  # (N, P, D)

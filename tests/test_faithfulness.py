@@ -75,6 +75,38 @@ def test_deletion_finds_the_region_the_similarity_depends_on():
     assert list(table["prototype"]) == [0, 0] and (table["ratio"] > 3).all()  # top-β prototype: 0
 
 
+def test_inpaint_continues_what_surrounds_the_hole():
+    # Harmonic interpolation (each hidden pixel the mean of its in-frame neighbours) has closed
+    # forms: along a 1-pixel strip it is the straight line between the visible ends, a single
+    # hidden pixel gets the mean of its 4 neighbours, and any plane a + b·row + c·column is
+    # harmonic, so an interior hole in a plane is filled with the plane itself.
+    strip = torch.tensor([0.0, 9.0, 9.0, 9.0, 4.0]).reshape(1, 1, 1, 5)
+    hidden = torch.tensor([False, True, True, True, False]).reshape(1, 1, 5)
+    torch.testing.assert_close(faithfulness.inpaint(strip, hidden)[0, 0, 0], torch.tensor([0.0, 1.0, 2.0, 3.0, 4.0]))
+    frame = torch.tensor([[0.0, 5.0, 0.0], [2.0, 99.0, 6.0], [0.0, 1.0, 0.0]]).reshape(1, 1, 3, 3)
+    centre = torch.zeros(1, 3, 3, dtype=torch.bool)
+    centre[0, 1, 1] = True
+    assert float(faithfulness.inpaint(frame, centre)[0, 0, 1, 1]) == pytest.approx((5 + 2 + 6 + 1) / 4)
+    rows, columns = torch.meshgrid(torch.arange(12.0), torch.arange(12.0), indexing="ij")
+    plane = torch.stack([3.0 - 0.5 * rows + 2.0 * columns, 1.0 + columns])[:, None].repeat(1, 2, 1, 1)  # (2, T=2, 12, 12)
+    hole = torch.zeros(2, 12, 12, dtype=torch.bool)
+    hole[0, 3:9, 2:7] = True
+    hole[1, 5:7, 4:10] = True  # another hole in the second frame; channels are filled alike
+    damaged = plane.clone()
+    damaged[:, hole] = -50.0
+    torch.testing.assert_close(faithfulness.inpaint(damaged, hole), plane, rtol=0, atol=1e-5)
+    assert torch.equal(damaged[:, hole], torch.full_like(damaged[:, hole], -50.0))  # the input is untouched
+
+
+def test_deletion_with_inpainting():
+    # Cell (0, 0) holds 1 on a zero background: the hole's surroundings are 0, so inpainting
+    # it removes s_0 exactly as the gray fill does; an unknown fill is refused by name.
+    result = faithfulness.deletion_test(RegionNet(), region_clip(), 0, fraction=1 / 16, repeats=20, fill="inpaint")
+    assert result["drop_top"] == pytest.approx(1.0, abs=1e-6)
+    with pytest.raises(ValueError, match="fill must be a number or 'inpaint'"):
+        faithfulness.deletion_test(RegionNet(), region_clip(), 0, fill="blur")
+
+
 # --------------------------------------------------------------------------- randomisation
 
 def test_map_similarity_known_values():

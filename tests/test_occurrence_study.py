@@ -157,3 +157,25 @@ def test_lv_area_fraction_is_the_mean_traced_area_on_val(recorded_smoke_run):
     assert occurrence_study.lv_area_fraction(run, videos=2) == pytest.approx(np.mean(expected["VAL"][:2]))
     assert occurrence_study.lv_area_fraction(run) != pytest.approx(np.mean(expected["TEST"]))
     assert 0.02 < occurrence_study.lv_area_fraction(run) < 0.5
+
+
+def test_deletion_claims_one_per_fill_and_arm():
+    # The gray and the inpainted rows of one arm are decided apart: gray per clip 0.6 − 3 × 0.1
+    # = 0.3 (holds), inpainted 0.2 − 3 × 0.1 = −0.1 (does not hold), the fill named in each claim.
+    mine = occurrence_study.arm_name(1.0)
+    iou = pd.concat([iou_rows(arm, method, 0, [0.3, 0.3, 0.3, 0.3]) for arm, method in
+                     [(mine, "occurrence"), (occurrence_study.arm_name(0.0), "occurrence"),
+                      (occurrence_study.BLACKBOX_ARM, "gradcam layer3")]])
+    runs = pd.DataFrame({"occurrence_weight": [1.0, 0.0], "seed": [0, 0], "mae": [4.0, 4.0]})
+    randomization = pd.DataFrame({"step": [2], "maps": "occurrence", "filename": ["a"], "randomized": ["x"],
+                                  "spearman": [0.1]})
+    gray = pd.DataFrame({"arm": mine, "seed": 0, "fraction": 0.1, "cells": 6, "clip": [0, 1], "prototype": 0, "beta": 1.0,
+                         "filename": ["a", "b"], "drop_top": [0.6, 0.6], "drop_random": [0.1, 0.1], "fill": "gray"})
+    deletion = pd.concat([gray, gray.assign(fill="inpainted", drop_top=0.2)], ignore_index=True)
+    claims = occurrence_study.occurrence_claims(iou, runs, deletion, randomization, chosen=1.0, layer="layer3",
+                                                deletion_fraction=0.1)
+    faithful = [claim for claim in claims if "faithful" in claim.claim]
+    assert len(faithful) == 2
+    assert "pixels gray" in faithful[0].claim and faithful[0].value == pytest.approx(0.3) and faithful[0].verdict == "holds"
+    assert "pixels inpainted" in faithful[1].claim and faithful[1].value == pytest.approx(-0.1)
+    assert faithful[1].verdict == "does not hold"

@@ -1,4 +1,5 @@
-"""The dilated layer3 (model.output_stride = 4) and frozen backbone stages (model.frozen_stages)."""
+"""The dilated layer3 (model.output_stride = 4), the backbone ended at layer2 (model.feature_stage)
+and frozen backbone stages (model.frozen_stages)."""
 import pytest
 import torch
 
@@ -75,3 +76,53 @@ def test_frozen_stages_out_of_range_is_refused():
     for model in (ProtoEFNet, BlackBoxRegressor):
         with pytest.raises(ValueError, match="frozen_stages must be in 0..4"):
             model(backbone="r2plus1d_10", frozen_stages=5)
+
+
+def test_layer2_backbone_is_torchvision_network_read_after_layer2(tmp_path):
+    # Independent reference: torchvision's whole VideoResNet with the same weights, its layer2
+    # output caught by a hook. A full torchvision state dict (layer3, layer4, fc included)
+    # loads into the shorter backbone.
+    from torchvision.models.video.resnet import VideoResNet
+
+    from protoef.model import video_resnet
+    torch.manual_seed(0)
+    full = video_resnet("r2plus1d_10").eval()
+    assert isinstance(full, VideoResNet)
+    weights = tmp_path / "full.pt"
+    torch.save(full.state_dict(), weights)
+    short = build_backbone("r2plus1d_10", weights=weights, output_stride=4, feature_stage="layer2").eval()
+    assert [name for name, _ in short.named_children()] == ["stem", "layer1", "layer2"]
+    caught = {}
+    full.layer2.register_forward_hook(lambda _m, _i, output: caught.__setitem__("layer2", output))
+    video = torch.randn(2, 3, 8, 32, 32)
+    with torch.no_grad():
+        full(video)
+        features = short(video)
+    assert features.shape == (2, 128, 4, 8, 8)  # T/2, H/4, W/4: layer2's strides
+    torch.testing.assert_close(features, caught["layer2"], rtol=0, atol=0)
+
+
+def test_layer2_feature_stage_model_and_config():
+    config = resolve("smoke", {"model.feature_stage": "layer2", "model.output_stride": 4})
+    assert feature_size(config) == (config.data.resize // 4,) * 2
+    torch.manual_seed(0)
+    model = ProtoEFNet(num_prototypes=3, prototype_dim=8, backbone="r2plus1d_10", output_stride=4,
+                       feature_stage="layer2", frozen_stages=3)
+    out = model(torch.randn(2, 3, 8, 32, 32))
+    assert out.occurrence_maps.shape == (2, 3, 4, 8, 8)
+    assert model.feature_module[0].in_channels == 128 and model.occurrence_module[0].in_channels == 128
+    assert type(model)(**model.config).config["feature_stage"] == "layer2"
+    from protoef.analysis.faithfulness import layers_top_down
+    from protoef.analysis.localization import gradcam
+    assert layers_top_down(model) == ("occurrence_module", "feature_module", "backbone.layer2", "backbone.layer1",
+                                      "backbone.stem")
+    assert gradcam(model, torch.randn(1, 3, 8, 32, 32)).shape == (1, 4, 8, 8)  # default layer: the last stage
+    # Keys that contradict each other are refused with both named, before anything is built.
+    with pytest.raises(ValueError, match="model.feature_stage = 'layer2' with model.output_stride = 8"):
+        resolve("smoke", {"model.feature_stage": "layer2", "model.output_stride": 8})
+    with pytest.raises(ValueError, match="model.frozen_stages = 4 with model.feature_stage = 'layer2'"):
+        resolve("smoke", {"model.feature_stage": "layer2", "model.frozen_stages": 4})
+    with pytest.raises(ValueError, match="layer3, which this truncated backbone"):
+        ProtoEFNet(backbone="r2plus1d_10", output_stride=4, feature_stage="layer2", frozen_stages=4)
+    with pytest.raises(ValueError, match="feature_stage='layer2' has output stride 4"):
+        build_backbone("r2plus1d_10", output_stride=8, feature_stage="layer2")

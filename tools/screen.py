@@ -13,7 +13,8 @@ top-1 label within ±10), the occurrence maps' IoU ÷ chance at ED / ES on VAL
 every prototype, as notebook 07 decides it (mean top drop − 3 × mean random drop, > 0 where
 faithful) and as the ratio of the two means (docs/method.md §6: the ratio changes sign when
 random occlusion raises the similarity); the same test as notebook 07's claim reads it (each
-clip's top-3 β prototypes, as many cells as the LV covers on VAL; ``shown_deletion_*``) and the
+clip's top-3 β prototypes, as many cells as the LV covers on VAL; ``shown_deletion_*``; with
+the hidden pixels inpainted instead of gray, ``shown_inpaint_deletion_*``) and the
 share of those maps' mass in the cells it hides (``shown_concentration``); and the wall clock of
 the run's training steps and of the whole run (timings.json). Paired differences against
 the first arm, per seed, close the table.
@@ -47,6 +48,14 @@ def parse_arm(text: str) -> tuple[str, list[str]]:
     return name, [item for item in settings.split(",") if item]
 
 
+def deletion_summary(table: pd.DataFrame, prefix: str) -> dict:
+    """Notebook 07's reading of a deletion table: mean top drop − 3 × mean random drop (> 0
+    where faithful) and the ratio of the two means."""
+    top, random = table["drop_top"].mean(), table["drop_random"].mean()
+    return {f"{prefix}_contrast": float(top - occurrence_study.DELETION_FACTOR * random),
+            f"{prefix}_ratio": float(top / random)}
+
+
 def screen_row(run_dir: pathlib.Path, deletion_videos: int) -> dict:
     run = runs.RunDir(run_dir)
     val = run.read_metrics()["val"]["post_push"]
@@ -57,15 +66,12 @@ def screen_row(run_dir: pathlib.Path, deletion_videos: int) -> dict:
     for frame in ("ED", "ES"):
         row[f"iou_over_chance_{frame}"] = float(summary.loc[("x", "occurrence", frame), "iou_over_chance"])
     _, clips = occurrence_study.traced_clips(val_set, deletion_videos)
-    deletion = faithfulness.deletion_table(model, clips, range(model.num_prototypes))
-    top, random = deletion["drop_top"].mean(), deletion["drop_random"].mean()
-    row["deletion_contrast"] = float(top - occurrence_study.DELETION_FACTOR * random)
-    row["deletion_ratio"] = float(top / random)
+    row.update(deletion_summary(faithfulness.deletion_table(model, clips, range(model.num_prototypes)), "deletion"))
     lv_share = occurrence_study.lv_area_fraction(run_dir)
     shown = faithfulness.deletion_table(model, clips, top_beta=SHOWN_PROTOTYPES, fraction=lv_share)
-    top, random = shown["drop_top"].mean(), shown["drop_random"].mean()
-    row["shown_deletion_contrast"] = float(top - occurrence_study.DELETION_FACTOR * random)
-    row["shown_deletion_ratio"] = float(top / random)
+    row.update(deletion_summary(shown, "shown_deletion"))
+    row.update(deletion_summary(faithfulness.deletion_table(model, clips, top_beta=SHOWN_PROTOTYPES, fraction=lv_share,
+                                                            fill="inpaint"), "shown_inpaint_deletion"))
     with torch.no_grad():
         maps = torch.cat([model(clips[i:i + 8]).occurrence_maps.float() for i in range(0, len(clips), 8)])
     shown_maps = maps[shown["clip"].to_numpy(), shown["prototype"].to_numpy()][:, None]  # (rows, 1, T', H', W')
@@ -96,7 +102,7 @@ def main(argv=None) -> int:
             else:
                 lifecycle.fit(config, run_dir)
             stored = args.out / f"{name}-seed{seed}.row.json"  # each run's row is computed once
-            if not stored.is_file() or "shown_concentration" not in json.loads(stored.read_text()):  # or rows before it
+            if not stored.is_file() or "shown_inpaint_deletion_ratio" not in json.loads(stored.read_text()):  # or rows before it
                 stored.write_text(json.dumps(screen_row(run_dir, args.deletion_videos)))
             rows.append({"arm": name, "seed": seed, **json.loads(stored.read_text())})
             print(pd.DataFrame(rows[-1:]).to_string(index=False), flush=True)

@@ -4,6 +4,9 @@
   to the frame, in every frame of their time slot) and measure the drop of that prototype's
   similarity s_k, against random cells of the same count per time slot. A faithful map drops
   s_k much more than random cells do. `deletion_table` runs it over clips and prototypes.
+  The hidden pixels get a constant (``fill=0``, the mean gray) or, with ``fill="inpaint"``,
+  the harmonic interpolation of the pixels around them (`inpaint`), which draws no new edge
+  (docs/method.md §6).
 - `randomized_copy`, `model_randomization_test`: the model-parameter randomisation test of
   Adebayo et al. (NeurIPS 2018): re-initialise layers (cascading from the top, each alone, or
   all at once) and compare the maps with the trained model's (`map_similarity`: Spearman
@@ -26,6 +29,8 @@ import math
 
 import numpy as np
 import pandas as pd
+import scipy.sparse
+import scipy.sparse.linalg
 import torch
 from torch import Tensor, nn
 
@@ -33,8 +38,8 @@ from ..diagnostics import SHOWN_PROTOTYPES
 from ..model import eval_mode
 
 __all__ = [
-    "DELETION_FRACTION", "PROTOEFNET_LAYERS_TOP_DOWN", "BLACKBOX_LAYERS_TOP_DOWN", "occlusion_mask", "deletion_test",
-    "deletion_table", "shown_prototype_rows", "randomized_copy", "occurrence_maps_of", "map_similarity",
+    "DELETION_FRACTION", "PROTOEFNET_LAYERS_TOP_DOWN", "BLACKBOX_LAYERS_TOP_DOWN", "layers_top_down", "occlusion_mask", "deletion_test",
+    "deletion_table", "inpaint", "shown_prototype_rows", "randomized_copy", "occurrence_maps_of", "map_similarity",
     "model_randomization_test", "noise_stability",
 ]
 
@@ -44,6 +49,17 @@ PROTOEFNET_LAYERS_TOP_DOWN = ("occurrence_module", "feature_module", "backbone.l
                               "backbone.layer1", "backbone.stem")
 BLACKBOX_LAYERS_TOP_DOWN = ("network.fc", "network.layer4", "network.layer3", "network.layer2", "network.layer1",
                             "network.stem")
+
+
+def layers_top_down(model: nn.Module) -> tuple[str, ...]:
+    """The randomisation order of `model`: the names of PROTOEFNET_LAYERS_TOP_DOWN (or, for the
+    black box, BLACKBOX_LAYERS_TOP_DOWN) it has; a backbone truncated after layer2
+    (``model.feature_stage``) has no layer3."""
+    names = BLACKBOX_LAYERS_TOP_DOWN if hasattr(model, "network") else PROTOEFNET_LAYERS_TOP_DOWN
+    present = {name for name, _ in model.named_modules()}
+    return tuple(name for name in names if name in present)
+
+
 DELETION_FRACTION = 0.25  # the share of a map's cells per time slot the deletion test hides unless told
 
 
@@ -61,6 +77,48 @@ def occlusion_mask(cells: Tensor, frame_shape: tuple[int, int, int]) -> Tensor:
     h = torch.arange(height) * rows // height
     w = torch.arange(width) * columns // width
     return cells[t][:, h][:, :, w]  # (T, H, W)
+
+
+def inpaint(video: Tensor, hidden: Tensor) -> Tensor:
+    """`video` (C, T, H, W) with the pixels of `hidden` (T, H, W) bool replaced, frame by frame
+    and channel by channel, by the harmonic interpolation of the visible pixels: each hidden
+    pixel the mean of its 4 neighbours inside the frame (a discrete Laplace equation whose
+    boundary values are the visible pixels next to the hole). A constant fill draws edges that
+    no clip has (a gray square on the black sector border, a bright patch in the dark LV
+    cavity) and measures the model's reaction to them; this fill is the smooth continuation of
+    what surrounds the hole. It is the linear imputation of ROAD (Rong et al., ICML 2022) with
+    4 neighbours and without its added noise. A frame with every pixel hidden keeps its values.
+    Returns a new tensor; float64 arithmetic, cast back to the video's dtype."""
+    out = video.detach().clone()
+    channels, _, height, width = video.shape
+    for t in range(video.shape[1]):
+        mask = hidden[t].cpu().numpy()
+        if not mask.any() or mask.all():
+            continue
+        rows, columns = np.nonzero(mask)
+        index = -np.ones((height, width), dtype=np.int64)
+        index[rows, columns] = np.arange(rows.size)
+        frame = video[:, t].detach().double().cpu().numpy().reshape(channels, -1)  # (C, H·W)
+        diagonal = np.zeros(rows.size)
+        right_side = np.zeros((rows.size, channels))
+        entries, positions = [], []
+        for dr, dc in ((-1, 0), (1, 0), (0, -1), (0, 1)):
+            r, c = rows + dr, columns + dc
+            inside = (r >= 0) & (r < height) & (c >= 0) & (c < width)
+            diagonal += inside  # a neighbour outside the frame does not count (no flux across the border)
+            neighbour = np.where(inside, index[np.clip(r, 0, height - 1), np.clip(c, 0, width - 1)], -1)
+            unknown = inside & (neighbour >= 0)
+            known = inside & (neighbour < 0)
+            entries.append(np.flatnonzero(unknown))
+            positions.append(neighbour[unknown])
+            np.add.at(right_side, np.flatnonzero(known), frame[:, r[known] * width + c[known]].T)
+        row_ids = np.concatenate([np.arange(rows.size)] + entries)
+        column_ids = np.concatenate([np.arange(rows.size)] + positions)
+        values = np.concatenate([diagonal] + [-np.ones(e.size) for e in entries])
+        system = scipy.sparse.csc_matrix((values, (row_ids, column_ids)), shape=(rows.size, rows.size))
+        solution = scipy.sparse.linalg.splu(system).solve(right_side)                  # (hidden, C)
+        out[:, t, rows, columns] = torch.from_numpy(solution.T).to(out.dtype).to(out.device)
+    return out
 
 
 def _top_cells(occurrence_map: Tensor, count: int) -> Tensor:
@@ -85,7 +143,7 @@ def deletion_test(model: nn.Module, video: Tensor, prototype: int, **options) ->
 
     video (3, T, H, W), model input. Per time slot of the map (T', H', W'), the
     max(1, round(fraction·H'·W')) highest cells are set to `fill` (0: the mean gray of the
-    normalised input) in every frame of that slot; the random arm occludes as many uniformly
+    normalised input; "inpaint": `inpaint`, the hole's harmonic interpolation) in every frame of that slot; the random arm occludes as many uniformly
     drawn cells per slot, `repeats` times. Returns ``similarity`` (s_k of the clean clip),
     ``drop_top`` (s_k − s_k occluded), ``drop_random`` and ``drop_random_sd`` (mean and sd over
     the random draws), ``cells`` (the count per slot) and ``beta`` (the prototype's β on the
@@ -98,7 +156,8 @@ def deletion_test(model: nn.Module, video: Tensor, prototype: int, **options) ->
     return _deletion_rows(model, video, [prototype], **options)[0]
 
 
-def _deletion_rows(model, video, prototypes, *, fraction: float = DELETION_FRACTION, repeats: int = 10, fill: float = 0.0,
+def _deletion_rows(model, video, prototypes, *, fraction: float = DELETION_FRACTION, repeats: int = 10,
+                   fill: float | str = 0.0,
                    per_slot: bool = True, generator: torch.Generator | None = None, batch_size: int = 16,
                    clean=None) -> list[dict]:
     """`deletion_test` for several prototypes of one clip at the cost of one. Which cells the
@@ -130,14 +189,21 @@ def _deletion_rows(model, video, prototypes, *, fraction: float = DELETION_FRACT
     return rows
 
 
-def _occluded_similarities(model, video: Tensor, cell_masks: list, *, fill: float, batch_size: int) -> np.ndarray:
-    """s (len(cell_masks), P) of `video` with each cell mask's pixels set to `fill`, in batches."""
+def _occluded_similarities(model, video: Tensor, cell_masks: list, *, fill: float | str, batch_size: int) -> np.ndarray:
+    """s (len(cell_masks), P) of `video` with each cell mask's pixels set to `fill` (a number,
+    or "inpaint": `inpaint`), in batches."""
+    if isinstance(fill, str) and fill != "inpaint":
+        raise ValueError(f"fill must be a number or 'inpaint', got {fill!r}")
     parts = []
     for first in range(0, len(cell_masks), batch_size):
         chunk = cell_masks[first:first + batch_size]
         occluded = video[None].repeat(len(chunk), 1, 1, 1, 1)                          # (B, 3, T, H, W)
         for index, cells in enumerate(chunk):
-            occluded[index][:, occlusion_mask(cells, tuple(video.shape[1:])).to(video.device)] = fill
+            hidden = occlusion_mask(cells, tuple(video.shape[1:])).to(video.device)
+            if fill == "inpaint":
+                occluded[index] = inpaint(video, hidden)
+            else:
+                occluded[index][:, hidden] = fill
         parts.append(_forward(model, occluded).similarities.float().cpu().numpy())
     return np.concatenate(parts)
 
@@ -219,7 +285,7 @@ def map_similarity(trained, other) -> tuple[float, float]:
     return rho, float(np.mean(ssim))
 
 
-def model_randomization_test(model: nn.Module, video: Tensor, *, layers=PROTOEFNET_LAYERS_TOP_DOWN,
+def model_randomization_test(model: nn.Module, video: Tensor, *, layers=None,
                              map_fn=occurrence_maps_of, mode: str = "cascade", seed: int = 0) -> pd.DataFrame:
     """Maps of randomised copies of `model` against its own maps, one row per step and map.
 
@@ -229,8 +295,9 @@ def model_randomization_test(model: nn.Module, video: Tensor, *, layers=PROTOEFN
     layers[:i + 1], from the top), "independent" (step i only layers[i]) or "all" (one step,
     every layer). Columns: step, layer (the layer added or randomised), randomized (every
     layer re-initialised, comma-separated), map, spearman, ssim. A passing sanity check
-    shows correlations well below 1 once the layers the maps depend on are re-initialised."""
-    layers = list(layers)
+    shows correlations well below 1 once the layers the maps depend on are re-initialised.
+    `layers` (dotted names, top first) default to `layers_top_down(model)`."""
+    layers = list(layers_top_down(model) if layers is None else layers)
     if mode == "cascade":
         steps = [layers[: i + 1] for i in range(len(layers))]
     elif mode == "independent":

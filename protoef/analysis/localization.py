@@ -203,7 +203,7 @@ def _resolve_layer(model: nn.Module, layer) -> nn.Module:
         if isinstance(model, BlackBoxRegressor):
             return model.network.layer4
         if isinstance(model, ProtoEFNet):
-            return model.backbone.layer3
+            return model.backbone[-1]  # its last stage: layer3, or layer2 (model.feature_stage)
         raise ValueError(f"no default Grad-CAM layer for {type(model).__name__}; pass layer=")
     for root in (model, getattr(model, "network", None), getattr(model, "backbone", None)):
         try:

@@ -27,17 +27,21 @@ from ..training.runs import RunDir
 from . import intervals, tables
 from .claims import Claim, verdict
 
-__all__ = ["BLACKBOX_ARM", "STANDARD_GRADCAM_LAYER", "RANDOMIZED_TOP_LAYERS", "DELETION_FACTOR", "arm_name", "traced_clips",
+__all__ = ["BLACKBOX_ARM", "STANDARD_GRADCAM_LAYER", "RANDOMIZED_TOP_LAYERS", "DELETION_FACTOR", "DELETION_FILLS", "arm_name", "traced_clips",
            "localization_tables", "per_video_means", "lv_area_fraction", "deletion_results",
            "shown_deletion_results", "randomization_results", "occurrence_claims"]
 
 BLACKBOX_ARM = "black box"
 STANDARD_GRADCAM_LAYER = "layer4"  # the black box's last block, the usual Grad-CAM choice
 # The randomisation claim reads the cascade step with this many top layers re-initialised:
-# for ProtoEFNet occurrence module, feature module and the last backbone stage; for the
-# black box fc, layer4 and layer3. Both then have lost what they learned above layer2.
+# for ProtoEFNet occurrence module, feature module and the last backbone stage (layer3, or
+# layer2 where the backbone ends there); for the black box fc, layer4 and layer3.
 RANDOMIZED_TOP_LAYERS = 3
 DELETION_FACTOR = 3.0  # issue 17: a map's top cells must matter at least 3x as much as random cells
+# What the deletion claims put in the hidden pixels: the mean gray (the constant of the first
+# claims) and the harmonic inpainting of their surroundings (`faithfulness.inpaint`), which
+# draws no edge that the clip lacks (docs/method.md §6, "Which fill").
+DELETION_FILLS = {"gray": 0.0, "inpainted": "inpaint"}
 
 
 def arm_name(weight: float) -> str:
@@ -133,16 +137,17 @@ def deletion_results(runs: dict, videos: int, fractions=(faithfulness.DELETION_F
                       for arm, run in runs.items()], ignore_index=True)
 
 
-def shown_deletion_results(arm_runs: dict, videos: int, fraction: float, **options) -> pd.DataFrame:
+def shown_deletion_results(arm_runs: dict, videos: int, fraction: float, fills=DELETION_FILLS, **options) -> pd.DataFrame:
     """`faithfulness.deletion_table` of each clip's top-`SHOWN_PROTOTYPES` prototypes by β (the
     maps an explanation shows) on the first `videos` TEST clips of every ``{(weight, seed): run}``,
-    hiding `fraction` of the cells; columns arm (`arm_name`), weight, seed, fraction and
-    filename added. The deletion claims are decided over seeds and clips from this table
-    (a two-stage bootstrap, like the IoU claims): one seed's clips say nothing about how a
+    hiding `fraction` of the cells, once per ``{name: fill}`` of `fills` (default: gray and
+    inpainted, `DELETION_FILLS`); columns arm (`arm_name`), weight, seed, fill (the name),
+    fraction and filename added. The deletion claims are decided over seeds and clips from this
+    table (a two-stage bootstrap, like the IoU claims): one seed's clips say nothing about how a
     verdict varies with training."""
-    return pd.concat([_deletion_on_traced_clips(run, videos, (fraction,), every_prototype=False, **options)
-                      .assign(arm=arm_name(weight), weight=weight, seed=seed)
-                      for (weight, seed), run in arm_runs.items()], ignore_index=True)
+    return pd.concat([_deletion_on_traced_clips(run, videos, (fraction,), every_prototype=False, fill=fill, **options)
+                      .assign(arm=arm_name(weight), weight=weight, seed=seed, fill=name)
+                      for name, fill in fills.items() for (weight, seed), run in arm_runs.items()], ignore_index=True)
 
 
 def randomization_results(protoefnet_run, blackbox_run, layer: str, videos: int) -> pd.DataFrame:
@@ -162,10 +167,10 @@ def randomization_results(protoefnet_run, blackbox_run, layer: str, videos: int)
         return gradcam(tested, batch, layer=layer).float().numpy()
 
     parts = []
-    for kind, tested, top_down, map_fn, per_clip in (
-            ("occurrence", model, faithfulness.PROTOEFNET_LAYERS_TOP_DOWN, occurrence_maps, model.num_prototypes),
-            (f"gradcam {layer}", blackbox, faithfulness.BLACKBOX_LAYERS_TOP_DOWN, gradcam_maps, 1)):
-        table = faithfulness.model_randomization_test(tested, clips, layers=top_down, map_fn=map_fn)
+    for kind, tested, map_fn, per_clip in (
+            ("occurrence", model, occurrence_maps, model.num_prototypes),
+            (f"gradcam {layer}", blackbox, gradcam_maps, 1)):
+        table = faithfulness.model_randomization_test(tested, clips, map_fn=map_fn)
         parts.append(table.assign(maps=kind, filename=[names[index // per_clip] for index in table["map"]]))
     return pd.concat(parts, ignore_index=True)
 
@@ -190,8 +195,9 @@ def occurrence_claims(iou: pd.DataFrame, runs_table: pd.DataFrame, deletion: pd.
     """Issue 17's claims (a)–(e) for the profile's weight `chosen` against weight 0, and the
     black box's Grad-CAM at `layer` (the matching resolution). `runs_table`: `tables.run_table`
     keyed ("occurrence_weight", "seed"); `iou`: `localization_tables`' table; the deletion
-    claims read `deletion`'s rows at `deletion_fraction` (one claim per arm; columns of
-    `shown_deletion_results`, a ``seed`` column included; of each seed's clips the top-3 β rows)."""
+    claims read `deletion`'s rows at `deletion_fraction` (one claim per fill and arm; columns of
+    `shown_deletion_results`, a ``seed`` column included, ``fill`` "gray" where absent; of each
+    seed's clips the top-3 β rows)."""
     mine, zero = _above_chance_grid(iou, arm_name(chosen), "occurrence"), _above_chance_grid(iou, arm_name(0.0), "occurrence")
     cam = _above_chance_grid(iou, BLACKBOX_ARM, f"gradcam {layer}")
     gain = intervals.bootstrap_interval({"a": mine, "b": zero}, intervals.mean_contrast({"a": 1, "b": -1}))
@@ -207,7 +213,10 @@ def occurrence_claims(iou: pd.DataFrame, runs_table: pd.DataFrame, deletion: pd.
         Claim(f"At no accuracy cost: TEST MAE with the occurrence loss ({chosen:g}) − without < +0.3 EF points",
               f"MAE difference, paired by seed, t interval over {mae['pairs']} seed(s)", mae["difference"], mae["low"],
               mae["high"], verdict(mae["difference"], mae["low"], mae["high"], below=0.3))]
-    for arm, rows in deletion[np.isclose(deletion["fraction"], deletion_fraction)].groupby("arm", sort=False):
+    if "fill" not in deletion:
+        deletion = deletion.assign(fill="gray")
+    for (fill, arm), rows in deletion[np.isclose(deletion["fraction"], deletion_fraction)].groupby(["fill", "arm"],
+                                                                                                  sort=False):
         shown = {seed: faithfulness.shown_prototype_rows(part) for seed, part in rows.groupby("seed")}
         drops = {kind: intervals.per_video_grid({seed: part.groupby("filename")[f"drop_{kind}"].mean()
                                                  for seed, part in shown.items()})
@@ -220,8 +229,8 @@ def occurrence_claims(iou: pd.DataFrame, runs_table: pd.DataFrame, deletion: pd.
         ratio = float(np.nanmean(drops["top"].to_numpy()) / np.nanmean(drops["random"].to_numpy()))
         cells = int(rows["cells"].iloc[0])
         claims.append(_claim(f"{arm}: the maps a reader is shown are faithful: hiding the top {cells} cells per time slot "
-                             f"(the LV's share of the frame, {deletion_fraction:.0%}) of each clip's top-{SHOWN_PROTOTYPES} "
-                             f"β prototypes drops their similarity ≥ {DELETION_FACTOR:g} × as much as hiding random "
+                             f"(the LV's share of the frame, {deletion_fraction:.0%}; pixels {fill}) of each clip's "
+                             f"top-{SHOWN_PROTOTYPES} β prototypes drops their similarity ≥ {DELETION_FACTOR:g} × as much as hiding random "
                              f"cells (top drop − {DELETION_FACTOR:g} × random drop > 0)",
                              f"mean drop of s_k, top − {DELETION_FACTOR:g} × random (ratio of the means {ratio:.2f}), "
                              f"each clip's top-{SHOWN_PROTOTYPES} β prototypes, {excess['seeds']} seed(s) × {excess['videos']} "

@@ -73,8 +73,9 @@ def data_root(config: Config) -> pathlib.Path:
 
 def feature_size(config: Config) -> tuple[int, int]:
     """(H', W') of the backbone output for the configured clips (for the background mask)."""
-    output_stride = config.model.output_stride if config.model.kind == "protoefnet" else 8
-    backbone = build_backbone(config.model.backbone, output_stride=output_stride).eval()
+    protoefnet = config.model.kind == "protoefnet"
+    backbone = build_backbone(config.model.backbone, output_stride=config.model.output_stride if protoefnet else 8,
+                              feature_stage=config.model.feature_stage if protoefnet else "layer3").eval()
     with torch.no_grad():
         shape = backbone(torch.zeros(1, 3, config.data.clip_length, config.data.resize, config.data.resize)).shape
     return tuple(shape[-2:])
@@ -150,7 +151,8 @@ def build_model(config: Config, *, weights=None, label_range=None) -> torch.nn.M
         raise ValueError(f"model.kind must be 'protoefnet' or 'blackbox', got {m.kind!r}")
     return ProtoEFNet(num_prototypes=m.num_prototypes, prototype_dim=m.prototype_dim, tau=m.tau,
                       backbone=m.backbone, weights=weights, label_range=label_range, beta_top_k=m.beta_top_k,
-                      output_stride=m.output_stride, frozen_stages=m.frozen_stages)
+                      output_stride=m.output_stride, frozen_stages=m.frozen_stages,
+                      feature_stage=m.feature_stage)
 
 
 def build_loss(config: Config) -> WeightedLoss:
