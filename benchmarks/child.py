@@ -6,7 +6,7 @@
 
 what: "step" (forward, loss, backward, Adam step), "infer" (forward under no_grad) or
 "pool" (the pooling op alone, forward + backward on random (N, P|D, T', H', W') tensors).
-output_stride and frozen_stages (model "protoef"): as in protoef.config. model: "protoef", "backbone" (truncated backbone alone, loss = mean of squares) or
+output_stride, frozen_stages and feature_stage (model "protoef"): as in protoef.config. model: "protoef", "backbone" (truncated backbone alone, loss = mean of squares) or
 "blackbox". threads: intra-op threads (default: the pinned count). pooling: "einsum" (the package's) or "naive" (the official code's broadcast
 product). Prints one JSON line: step times, RSS before, peak RSS (VmHWM, reset just before the
 timed calls), delta = peak - before.
@@ -97,7 +97,8 @@ def make_step(spec: dict):
         return run
     if kind == "protoef":
         model = model_module.ProtoEFNet(num_prototypes=spec["prototypes"], backbone=spec["backbone"],
-                                        output_stride=spec.get("output_stride", 8), frozen_stages=spec.get("frozen_stages", 0))
+                                        output_stride=spec.get("output_stride", 8), frozen_stages=spec.get("frozen_stages", 0),
+                                        feature_stage=spec.get("feature_stage", "layer3"))
     elif kind == "backbone":
         model = model_module.build_backbone(spec["backbone"])
     elif kind == "blackbox":

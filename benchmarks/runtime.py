@@ -75,12 +75,15 @@ def numerics(quick: bool) -> dict:
                                   f"{threads['native']} threads, AVX-512 {'yes' if (flags or {}).get('avx512f') else 'no'}")]}
 
 
-# The architecture levers of issues 17 and 18 (protoef.config: model.output_stride, model.frozen_stages).
+# The architecture levers of issues 17 and 18 (protoef.config: model.output_stride, model.frozen_stages,
+# model.feature_stage).
 LEVERS = {"today (stride 8, nothing frozen)": {"output_stride": 8, "frozen_stages": 0},
           "stem + layer1 frozen": {"output_stride": 8, "frozen_stages": 2},
           "8 x 8 maps (stride 4)": {"output_stride": 4, "frozen_stages": 0},
           "8 x 8 maps, stem + layer1 frozen": {"output_stride": 4, "frozen_stages": 2},
-          "8 x 8 maps, stem to layer2 frozen": {"output_stride": 4, "frozen_stages": 3}}
+          "8 x 8 maps, stem to layer2 frozen": {"output_stride": 4, "frozen_stages": 3},
+          "8 x 8 maps from layer2 (no layer3), stem + layer1 frozen": {"output_stride": 4, "frozen_stages": 2,
+                                                                       "feature_stage": "layer2"}}
 
 
 def levers(quick: bool) -> dict:

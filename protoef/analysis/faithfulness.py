@@ -38,8 +38,8 @@ from ..diagnostics import SHOWN_PROTOTYPES
 from ..model import eval_mode
 
 __all__ = [
-    "DELETION_FRACTION", "PROTOEFNET_LAYERS_TOP_DOWN", "BLACKBOX_LAYERS_TOP_DOWN", "layers_top_down", "occlusion_mask", "deletion_test",
-    "deletion_table", "inpaint", "shown_prototype_rows", "randomized_copy", "occurrence_maps_of", "map_similarity",
+    "DELETION_FRACTION", "PROTOEFNET_LAYERS_TOP_DOWN", "BLACKBOX_LAYERS_TOP_DOWN", "layers_top_down", "occlusion_mask",
+    "deletion_test", "deletion_table", "inpaint", "shown_prototype_rows", "randomized_copy", "occurrence_maps_of", "map_similarity",
     "model_randomization_test", "noise_stability",
 ]
 
@@ -90,17 +90,20 @@ def inpaint(video: Tensor, hidden: Tensor) -> Tensor:
     4 neighbours and without its added noise. A frame with every pixel hidden keeps its values.
     Returns a new tensor; float64 arithmetic, cast back to the video's dtype."""
     out = video.detach().clone()
-    channels, _, height, width = video.shape
-    for t in range(video.shape[1]):
-        mask = hidden[t].cpu().numpy()
-        if not mask.any() or mask.all():
-            continue
-        rows, columns = np.nonzero(mask)
+    channels, frames, height, width = video.shape
+    masks = hidden.cpu().numpy().reshape(frames, -1)
+    # Frames of one map time slot share their mask: one factorisation serves all of them.
+    groups: dict[bytes, list[int]] = {}
+    for t in range(frames):
+        if masks[t].any() and not masks[t].all():
+            groups.setdefault(masks[t].tobytes(), []).append(t)
+    for times in groups.values():
+        rows, columns = np.nonzero(masks[times[0]].reshape(height, width))
         index = -np.ones((height, width), dtype=np.int64)
         index[rows, columns] = np.arange(rows.size)
-        frame = video[:, t].detach().double().cpu().numpy().reshape(channels, -1)  # (C, H·W)
+        pixels = video[:, times].detach().double().cpu().numpy().reshape(channels * len(times), -1)  # (C·F, H·W)
         diagonal = np.zeros(rows.size)
-        right_side = np.zeros((rows.size, channels))
+        right_side = np.zeros((rows.size, pixels.shape[0]))
         entries, positions = [], []
         for dr, dc in ((-1, 0), (1, 0), (0, -1), (0, 1)):
             r, c = rows + dr, columns + dc
@@ -111,13 +114,15 @@ def inpaint(video: Tensor, hidden: Tensor) -> Tensor:
             known = inside & (neighbour < 0)
             entries.append(np.flatnonzero(unknown))
             positions.append(neighbour[unknown])
-            np.add.at(right_side, np.flatnonzero(known), frame[:, r[known] * width + c[known]].T)
+            np.add.at(right_side, np.flatnonzero(known), pixels[:, r[known] * width + c[known]].T)
         row_ids = np.concatenate([np.arange(rows.size)] + entries)
         column_ids = np.concatenate([np.arange(rows.size)] + positions)
         values = np.concatenate([diagonal] + [-np.ones(e.size) for e in entries])
         system = scipy.sparse.csc_matrix((values, (row_ids, column_ids)), shape=(rows.size, rows.size))
-        solution = scipy.sparse.linalg.splu(system).solve(right_side)                  # (hidden, C)
-        out[:, t, rows, columns] = torch.from_numpy(solution.T).to(out.dtype).to(out.device)
+        solution = scipy.sparse.linalg.splu(system).solve(right_side)                  # (hidden, C·F)
+        filled = torch.from_numpy(solution.T.reshape(channels, len(times), rows.size)).to(out.dtype).to(out.device)
+        for position, t in enumerate(times):
+            out[:, t, rows, columns] = filled[:, position]
     return out
 
 
@@ -143,8 +148,8 @@ def deletion_test(model: nn.Module, video: Tensor, prototype: int, **options) ->
 
     video (3, T, H, W), model input. Per time slot of the map (T', H', W'), the
     max(1, round(fraction·H'·W')) highest cells are set to `fill` (0: the mean gray of the
-    normalised input; "inpaint": `inpaint`, the hole's harmonic interpolation) in every frame of that slot; the random arm occludes as many uniformly
-    drawn cells per slot, `repeats` times. Returns ``similarity`` (s_k of the clean clip),
+    normalised input; "inpaint": `inpaint`, the hole's harmonic interpolation) in every frame
+    of that slot; the random arm occludes as many uniformly drawn cells per slot, `repeats` times. Returns ``similarity`` (s_k of the clean clip),
     ``drop_top`` (s_k − s_k occluded), ``drop_random`` and ``drop_random_sd`` (mean and sd over
     the random draws), ``cells`` (the count per slot) and ``beta`` (the prototype's β on the
     clean clip). ``per_slot=False`` ranks the cells of the map's mean over time instead and

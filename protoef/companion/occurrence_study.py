@@ -27,8 +27,8 @@ from ..training.runs import RunDir
 from . import intervals, tables
 from .claims import Claim, verdict
 
-__all__ = ["BLACKBOX_ARM", "STANDARD_GRADCAM_LAYER", "RANDOMIZED_TOP_LAYERS", "DELETION_FACTOR", "DELETION_FILLS", "arm_name", "traced_clips",
-           "localization_tables", "per_video_means", "lv_area_fraction", "deletion_results",
+__all__ = ["BLACKBOX_ARM", "STANDARD_GRADCAM_LAYER", "RANDOMIZED_TOP_LAYERS", "DELETION_FACTOR", "DELETION_FILLS",
+           "arm_name", "traced_clips", "localization_tables", "per_video_means", "lv_area_fraction", "deletion_results",
            "shown_deletion_results", "randomization_results", "occurrence_claims"]
 
 BLACKBOX_ARM = "black box"
