@@ -55,6 +55,19 @@ def iou_rows(arm, method, seed, ious):
                          "iou": ious, "lv_fraction": [0.2, 0.5, 0.2, 0.5]})
 
 
+def one_seed_tables():
+    """Weight 1 against weight 0 and the black box, one seed, equal IoU everywhere: the tables
+    a deletion-claim test needs besides its deletion rows (arm name, iou, runs, randomization)."""
+    mine = occurrence_study.arm_name(1.0)
+    iou = pd.concat([iou_rows(arm, method, 0, [0.3, 0.3, 0.3, 0.3]) for arm, method in
+                     [(mine, "occurrence"), (occurrence_study.arm_name(0.0), "occurrence"),
+                      (occurrence_study.BLACKBOX_ARM, "gradcam layer3")]])
+    runs = pd.DataFrame({"occurrence_weight": [1.0, 0.0], "seed": [0, 0], "mae": [4.0, 4.0]})
+    randomization = pd.DataFrame({"step": [2], "maps": "occurrence", "filename": ["a"], "randomized": ["x"],
+                                  "spearman": [0.1]})
+    return mine, iou, runs, randomization
+
+
 def test_occurrence_claims_on_hand_made_tables():
     base = {0: [0.30, 0.40, 0.20, 0.50], 1: [0.10, 0.60, 0.35, 0.45]}
     mine, zero, cam = (occurrence_study.arm_name(1e-3), occurrence_study.arm_name(0.0), occurrence_study.BLACKBOX_ARM)
@@ -94,13 +107,7 @@ def test_deletion_claim_stays_defined_when_random_occlusion_raises_the_similarit
     # 0.4 / −0.1 = −4, "does not hold") although hiding the top cells is what lowers s_k.
     # top − 3 × random: clip a 0.5 + 0.3 = 0.8, clip b 0.3 + 0.3 = 0.6, mean 0.7 > 0: holds.
     # And a map no better than random (top = random = 0.2): 0.2 − 0.6 = −0.4 < 0: does not hold.
-    mine = occurrence_study.arm_name(1.0)
-    iou = pd.concat([iou_rows(arm, method, 0, [0.3, 0.3, 0.3, 0.3]) for arm, method in
-                     [(mine, "occurrence"), (occurrence_study.arm_name(0.0), "occurrence"),
-                      (occurrence_study.BLACKBOX_ARM, "gradcam layer3")]])
-    runs = pd.DataFrame({"occurrence_weight": [1.0, 0.0], "seed": [0, 0], "mae": [4.0, 4.0]})
-    randomization = pd.DataFrame({"step": [2], "maps": "occurrence", "filename": ["a"], "randomized": ["x"],
-                                  "spearman": [0.1]})
+    mine, iou, runs, randomization = one_seed_tables()
     for deletion, expected, verdict in [
             (pd.DataFrame({"arm": mine, "seed": 0, "fraction": 0.1, "cells": 6, "clip": [0, 1], "prototype": 0, "beta": 1.0,
                            "filename": ["a", "b"], "drop_top": [0.5, 0.3], "drop_random": [-0.1, -0.1]}), 0.7, "holds"),
@@ -162,13 +169,7 @@ def test_lv_area_fraction_is_the_mean_traced_area_on_val(recorded_smoke_run):
 def test_deletion_claims_one_per_fill_and_arm():
     # The gray and the inpainted rows of one arm are decided apart: gray per clip 0.6 − 3 × 0.1
     # = 0.3 (holds), inpainted 0.2 − 3 × 0.1 = −0.1 (does not hold), the fill named in each claim.
-    mine = occurrence_study.arm_name(1.0)
-    iou = pd.concat([iou_rows(arm, method, 0, [0.3, 0.3, 0.3, 0.3]) for arm, method in
-                     [(mine, "occurrence"), (occurrence_study.arm_name(0.0), "occurrence"),
-                      (occurrence_study.BLACKBOX_ARM, "gradcam layer3")]])
-    runs = pd.DataFrame({"occurrence_weight": [1.0, 0.0], "seed": [0, 0], "mae": [4.0, 4.0]})
-    randomization = pd.DataFrame({"step": [2], "maps": "occurrence", "filename": ["a"], "randomized": ["x"],
-                                  "spearman": [0.1]})
+    mine, iou, runs, randomization = one_seed_tables()
     gray = pd.DataFrame({"arm": mine, "seed": 0, "fraction": 0.1, "cells": 6, "clip": [0, 1], "prototype": 0, "beta": 1.0,
                          "filename": ["a", "b"], "drop_top": [0.6, 0.6], "drop_random": [0.1, 0.1], "fill": "gray"})
     deletion = pd.concat([gray, gray.assign(fill="inpainted", drop_top=0.2)], ignore_index=True)
