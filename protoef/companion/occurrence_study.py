@@ -112,18 +112,22 @@ def lv_area_fraction(run, videos: int | None = None) -> float:
     return float(np.mean(areas))
 
 
-def _deletion_on_traced_clips(run, videos: int, fractions, *, every_prototype: bool, **options) -> pd.DataFrame:
+def _deletion_on_traced_clips(run, videos: int, fractions, *, every_prototype: bool, fills=None,
+                              **options) -> pd.DataFrame:
     """`faithfulness.deletion_table` on the first `videos` TEST clips (`traced_clips`) of `run`,
-    once per share of cells hidden in `fractions`, of every prototype or of each clip's
-    top-`SHOWN_PROTOTYPES` by β; columns fraction and filename added."""
+    once per share of cells hidden in `fractions` (and, with `fills` ``{name: fill}``, once per
+    fill, column fill = the name), of every prototype or of each clip's top-`SHOWN_PROTOTYPES`
+    by β; columns fraction and filename added. The run and its clips are loaded once."""
     model, _, test = _test_set(run)
     names, clips = traced_clips(test, videos)
     prototypes = range(model.num_prototypes) if every_prototype else None
+    variants = [({}, {})] if fills is None else [({"fill": fill}, {"fill": name}) for name, fill in fills.items()]
     parts = []
     for fraction in fractions:
-        table = faithfulness.deletion_table(model, clips, prototypes, top_beta=SHOWN_PROTOTYPES, fraction=fraction,
-                                            **options)
-        parts.append(table.assign(fraction=fraction, filename=[names[i] for i in table["clip"]]))
+        for fill_option, fill_column in variants:
+            table = faithfulness.deletion_table(model, clips, prototypes, top_beta=SHOWN_PROTOTYPES, fraction=fraction,
+                                                **fill_option, **options)
+            parts.append(table.assign(fraction=fraction, filename=[names[i] for i in table["clip"]], **fill_column))
     return pd.concat(parts, ignore_index=True)
 
 
@@ -145,9 +149,12 @@ def shown_deletion_results(arm_runs: dict, videos: int, fraction: float, fills=D
     fraction and filename added. The deletion claims are decided over seeds and clips from this
     table (a two-stage bootstrap, like the IoU claims): one seed's clips say nothing about how a
     verdict varies with training."""
-    return pd.concat([_deletion_on_traced_clips(run, videos, (fraction,), every_prototype=False, fill=fill, **options)
-                      .assign(arm=arm_name(weight), weight=weight, seed=seed, fill=name)
-                      for name, fill in fills.items() for (weight, seed), run in arm_runs.items()], ignore_index=True)
+    table = pd.concat([_deletion_on_traced_clips(run, videos, (fraction,), every_prototype=False, fills=fills, **options)
+                       .assign(arm=arm_name(weight), weight=weight, seed=seed)
+                       for (weight, seed), run in arm_runs.items()], ignore_index=True)
+    # Fill-major rows (every run's gray rows, then every run's inpainted ones), the order the claims list.
+    order = {name: position for position, name in enumerate(fills)}
+    return table.sort_values("fill", key=lambda names: names.map(order), kind="stable").reset_index(drop=True)
 
 
 def randomization_results(protoefnet_run, blackbox_run, layer: str, videos: int) -> pd.DataFrame:
